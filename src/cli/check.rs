@@ -1,0 +1,77 @@
+//! `klaxon check`: validate the config and compile every script, reporting every problem.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::config::{self, Config};
+use crate::notify::Target;
+use crate::rules::{Ruleset, ScriptLimits};
+
+pub(super) fn run(config_path: &Option<PathBuf>, scripts: &[PathBuf]) -> ExitCode {
+    let mut problems: Vec<String> = Vec::new();
+    let config = match config::load(config_path.as_deref()) {
+        Ok(config) => Some(config),
+        Err(err) => {
+            problems.extend(err.0.iter().map(ToString::to_string));
+            None
+        }
+    };
+    let dirs = match (scripts.is_empty(), &config) {
+        (false, _) => scripts.to_vec(),
+        (true, Some(c)) => c.script_dirs.clone(),
+        (true, None) => vec![PathBuf::from("scripts")],
+    };
+    let limits = config
+        .as_ref()
+        .map_or_else(ScriptLimits::default, |c| c.limits.clone());
+    let rules = match Ruleset::load(&dirs, &limits, "") {
+        Ok(rules) => Some(rules),
+        Err(err) => {
+            problems.extend(err.0.iter().map(ToString::to_string));
+            None
+        }
+    };
+    match (config, rules) {
+        (Some(config), Some(rules)) if problems.is_empty() => {
+            println!("{}", ok_line(&config, &rules, &dirs));
+            ExitCode::SUCCESS
+        }
+        _ => {
+            for problem in &problems {
+                eprintln!("error: {problem}");
+            }
+            eprintln!(
+                "{} problem{} found",
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" }
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn ok_line(config: &Config, rules: &Ruleset, dirs: &[PathBuf]) -> String {
+    let source = config
+        .source
+        .as_ref()
+        .map_or("built-in defaults".to_owned(), |p| p.display().to_string());
+    let names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
+    let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+    let targets: Vec<String> = config
+        .targets
+        .by_name
+        .iter()
+        .map(|(name, target)| match target {
+            Target::Fallback { to, reason, .. } => format!("{name} → {to} ({reason})"),
+            other => format!("{name} ({})", other.kind()),
+        })
+        .collect();
+    format!(
+        "ok: config {source}; {} rule{} from {} ({}); targets: {}",
+        names.len(),
+        if names.len() == 1 { "" } else { "s" },
+        dirs.join(", "),
+        names.join(", "),
+        targets.join(", ")
+    )
+}

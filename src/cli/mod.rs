@@ -1,0 +1,117 @@
+//! The command line: `serve`, `dry-run` and `check`, sharing `--config` and `--scripts`.
+//!
+//! Loads config and scripts, then hands over to `server` or evaluates directly with `rules`.
+
+mod check;
+mod dry_run;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, Config};
+use crate::rules::Ruleset;
+
+/// klaxon: Kubernetes audit events in, alerts people act on out.
+#[derive(Debug, Parser)]
+#[command(name = "klaxon", version, about)]
+pub struct Cli {
+    /// Config file (default: config/klaxon.toml when it exists, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Scripts directory; repeat for several (replaces `scripts.dirs`).
+    #[arg(long = "scripts", global = true, value_name = "DIR")]
+    scripts: Vec<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Receive audit webhooks and deliver alerts.
+    Serve {
+        /// Address to listen on (overrides `server.listen`).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<SocketAddr>,
+    },
+    /// Evaluate the scripts on audit files (or stdin) and print what would be sent.
+    DryRun(dry_run::Args),
+    /// Validate the config and compile every script.
+    Check,
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn,klaxon::script=info",
+    };
+    init_logging(cli.log_format, default_filter);
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { listen } => {
+            let mut config = load_config(&cli.config, &cli.scripts)?;
+            if let Some(addr) = listen {
+                config.listen = addr;
+            }
+            serve::run(config)
+        }
+        Command::DryRun(ref args) => {
+            let config = load_config(&cli.config, &cli.scripts)?;
+            dry_run::run(&config, args)
+        }
+        Command::Check => Ok(check::run(&cli.config, &cli.scripts)),
+    }
+}
+
+fn load_config(path: &Option<PathBuf>, scripts: &[PathBuf]) -> anyhow::Result<Config> {
+    let mut config = config::load(path.as_deref()).context("invalid configuration")?;
+    if !scripts.is_empty() {
+        config.script_dirs = scripts.to_vec();
+    }
+    Ok(config)
+}
+
+fn load_rules(config: &Config) -> anyhow::Result<Ruleset> {
+    Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name)
+        .context("scripts failed to load")
+}
+
+fn init_logging(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

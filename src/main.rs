@@ -1,0 +1,5 @@
+//! The `klaxon` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    klaxon::cli::main()
+}

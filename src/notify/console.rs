@@ -1,0 +1,57 @@
+//! The console target: alerts printed to stdout, for people (human) or programs (JSON lines).
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rules::Alert;
+
+/// How the console prints alerts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsoleFormat {
+    /// A few indented lines per alert.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Renders one alert as the console prints it (no trailing newline).
+pub fn render(alert: &Alert, format: ConsoleFormat) -> String {
+    match format {
+        ConsoleFormat::Json => serde_json::to_string(alert).unwrap_or_default(),
+        ConsoleFormat::Human => human(alert),
+    }
+}
+
+fn human(alert: &Alert) -> String {
+    let c = &alert.context;
+    let mut out = format!("[{}] {}: {}", alert.severity, alert.rule, alert.title);
+    for line in alert.text.lines() {
+        let _ = write!(out, "\n    {line}");
+    }
+    let width = alert
+        .fields
+        .keys()
+        .map(|k| k.chars().count())
+        .max()
+        .unwrap_or(0);
+    for (key, value) in &alert.fields {
+        let _ = write!(out, "\n    {key:<width$}  {value}");
+    }
+    let mut user = c.user.clone();
+    if !c.impersonated_user.is_empty() {
+        user = format!("{user} as {}", c.impersonated_user);
+    }
+    let _ = write!(out, "\n    — {} {} by {user}", c.verb, c.object);
+    if !c.source_ips.is_empty() {
+        let _ = write!(out, " from {}", c.source_ips.join(", "));
+    }
+    let _ = write!(
+        out,
+        " · cluster {} · {} · auditID {}",
+        c.cluster, c.event_time, c.audit_id
+    );
+    out
+}

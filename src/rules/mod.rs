@@ -1,0 +1,14 @@
+//! Rules: the sandboxed Rhai engine, the script API (`event` accessors, helpers, `alert`),
+//! and the compiled script set that turns one event into candidate alerts.
+//!
+//! Owns script loading and evaluation; calls only `audit` for the event type.
+
+mod alert;
+mod api;
+mod ruleset;
+
+pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
+pub use api::{EVENT_ACCESSORS, ScriptEvent, glob_match, is_system_user, json_to_dynamic};
+pub use ruleset::{
+    Evaluation, LoadError, LoadErrors, Rule, Ruleset, ScriptError, ScriptLimits, ScriptSource,
+};

@@ -1,0 +1,431 @@
+//! Loading, compiling and running the scripts: one rule per `*.rhai` file, compiled once,
+//! run on every event in a sandboxed engine.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rhai::{AST, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
+use serde::{Deserialize, Serialize};
+
+use super::alert::{Alert, AlertContext, AlertSpec};
+use super::api::{self, ScriptEvent};
+use crate::audit::Event;
+
+/// Sandbox limits for every script run; each is per run of one script on one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScriptLimits {
+    /// Operations before a run is stopped (stops infinite loops).
+    pub max_operations: u64,
+    /// Longest string a script may build, in bytes.
+    pub max_string_size: usize,
+    /// Largest array a script may build.
+    pub max_array_size: usize,
+    /// Largest map a script may build.
+    pub max_map_size: usize,
+    /// Deepest function call nesting.
+    pub max_call_levels: usize,
+    /// Deepest expression nesting at compile time.
+    pub max_expr_depth: usize,
+    /// Most alerts one script may raise on one event.
+    pub max_alerts_per_event: usize,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        Self {
+            max_operations: 100_000,
+            max_string_size: 1 << 20,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_alerts_per_event: 100,
+        }
+    }
+}
+
+/// A script that could not be read or compiled, with its position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    /// The script file (or the directory, when the directory itself is the problem).
+    pub path: PathBuf,
+    /// 1-based line and column, when the problem has a position.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.position {
+            Some((line, column)) => write!(
+                f,
+                "{}:{line}:{column}: {}",
+                self.path.display(),
+                self.message
+            ),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+/// Every problem found while loading a script set.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct LoadErrors(pub Vec<LoadError>);
+
+/// A run-time failure of one script on one event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScriptError {
+    /// The rule that failed.
+    pub rule: String,
+    /// `file:line` of the failure (the file alone when Rhai gives no line).
+    pub location: String,
+    /// The auditID of the event it failed on.
+    pub audit_id: String,
+    /// Rhai's message, e.g. `Too many operations`.
+    pub message: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: rule {} failed on auditID {}: {}",
+            self.location, self.rule, self.audit_id, self.message
+        )
+    }
+}
+
+/// One script to compile: its rule name, where it came from, and its text.
+#[derive(Debug, Clone)]
+pub struct ScriptSource {
+    /// Rule name (the file stem).
+    pub name: String,
+    /// File the text came from; used in every message about the rule.
+    pub path: PathBuf,
+    /// The Rhai source.
+    pub text: String,
+}
+
+impl ScriptSource {
+    /// Reads every `*.rhai` file of `dirs`, sorted by name within each directory.
+    pub fn read_dirs(dirs: &[PathBuf]) -> Result<Vec<ScriptSource>, LoadErrors> {
+        let mut sources = Vec::new();
+        let mut errors = Vec::new();
+        for dir in dirs {
+            match script_files(dir) {
+                Ok(files) => {
+                    for path in files {
+                        match std::fs::read_to_string(&path) {
+                            Ok(text) => sources.push(ScriptSource {
+                                name: rule_name(&path),
+                                path,
+                                text,
+                            }),
+                            Err(e) => errors.push(LoadError {
+                                path,
+                                position: None,
+                                message: e.to_string(),
+                            }),
+                        }
+                    }
+                }
+                Err(e) => errors.push(LoadError {
+                    path: dir.clone(),
+                    position: None,
+                    message: format!("cannot read scripts directory: {e}"),
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(sources)
+        } else {
+            Err(LoadErrors(errors))
+        }
+    }
+}
+
+fn script_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .filter(|p| p.extension().is_some_and(|ext| ext == "rhai") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+fn rule_name(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// A compiled rule.
+pub struct Rule {
+    name: Arc<str>,
+    path: PathBuf,
+    ast: AST,
+}
+
+impl Rule {
+    /// The rule's name (its file stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The script file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// The result of running every rule on one event.
+#[derive(Debug, Default)]
+pub struct Evaluation {
+    /// Alerts raised, in rule order.
+    pub alerts: Vec<Alert>,
+    /// Scripts that failed on this event.
+    pub errors: Vec<ScriptError>,
+}
+
+/// What the current script run has raised; one per thread, as a run never leaves its thread.
+#[derive(Default)]
+struct Frame {
+    rule: Option<Arc<str>>,
+    specs: Vec<AlertSpec>,
+    max_alerts: usize,
+}
+
+thread_local! {
+    static FRAME: RefCell<Frame> = RefCell::new(Frame::default());
+}
+
+/// The compiled scripts and the sandboxed engine that runs them.
+pub struct Ruleset {
+    engine: Engine,
+    rules: Vec<Rule>,
+    limits: ScriptLimits,
+    cluster: String,
+}
+
+impl fmt::Debug for Ruleset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ruleset")
+            .field(
+                "rules",
+                &self.rules.iter().map(Rule::name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Ruleset {
+    /// Reads and compiles every script of `dirs`; every problem is reported, not just the first.
+    pub fn load(
+        dirs: &[PathBuf],
+        limits: &ScriptLimits,
+        cluster: &str,
+    ) -> Result<Self, LoadErrors> {
+        Self::compile(ScriptSource::read_dirs(dirs)?, limits, cluster)
+    }
+
+    /// Compiles the given scripts; rule names must be unique.
+    pub fn compile(
+        sources: Vec<ScriptSource>,
+        limits: &ScriptLimits,
+        cluster: &str,
+    ) -> Result<Self, LoadErrors> {
+        let engine = build_engine(limits);
+        let mut scope = Scope::new();
+        scope.push_constant("event", ScriptEvent::new(Arc::default()));
+        let mut rules: Vec<Rule> = Vec::with_capacity(sources.len());
+        let mut errors = Vec::new();
+        for source in sources {
+            if let Some(first) = rules.iter().find(|r| *r.name == *source.name) {
+                errors.push(LoadError {
+                    message: format!(
+                        "rule `{}` is already defined by {}",
+                        source.name,
+                        first.path.display()
+                    ),
+                    path: source.path,
+                    position: None,
+                });
+                continue;
+            }
+            match engine.compile_with_scope(&scope, &source.text) {
+                Ok(mut ast) => {
+                    ast.set_source(source.path.to_string_lossy().as_ref());
+                    rules.push(Rule {
+                        name: source.name.into(),
+                        path: source.path,
+                        ast,
+                    });
+                }
+                Err(err) => errors.push(LoadError {
+                    position: line_column(err.position()),
+                    message: err.err_type().to_string(),
+                    path: source.path,
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Self {
+                engine,
+                rules,
+                limits: limits.clone(),
+                cluster: cluster.to_owned(),
+            })
+        } else {
+            Err(LoadErrors(errors))
+        }
+    }
+
+    /// The compiled rules, in load order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Runs every rule on `event`. A failing rule is reported in the result and never
+    /// stops the others.
+    pub fn evaluate(&self, event: Arc<Event>) -> Evaluation {
+        let script_event = ScriptEvent::new(event);
+        let mut out = Evaluation::default();
+        for rule in &self.rules {
+            let result = self.run_rule(rule, &script_event);
+            let specs = FRAME.with(|f| std::mem::take(&mut f.borrow_mut().specs));
+            if !specs.is_empty() {
+                let context = AlertContext::from_event(
+                    script_event.event(),
+                    &script_event.object_name(),
+                    &self.cluster,
+                );
+                out.alerts.extend(
+                    specs
+                        .into_iter()
+                        .map(|spec| spec.into_alert(&rule.name, context.clone())),
+                );
+            }
+            if let Err(err) = result {
+                out.errors
+                    .push(script_error(rule, script_event.event(), *err));
+            }
+        }
+        out
+    }
+
+    fn run_rule(&self, rule: &Rule, event: &ScriptEvent) -> Result<(), Box<EvalAltResult>> {
+        FRAME.with(|f| {
+            let mut f = f.borrow_mut();
+            f.rule = Some(rule.name.clone());
+            f.max_alerts = self.limits.max_alerts_per_event;
+        });
+        let mut scope = Scope::new();
+        scope.push_constant("event", event.clone());
+        let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+        FRAME.with(|f| f.borrow_mut().rule = None);
+        result
+    }
+
+    /// Evaluates one Rhai expression with `event` in scope (for tests and debugging).
+    pub fn eval_expression(
+        &self,
+        event: Arc<Event>,
+        expression: &str,
+    ) -> Result<rhai::Dynamic, Box<EvalAltResult>> {
+        let mut scope = Scope::new();
+        scope.push_constant("event", ScriptEvent::new(event));
+        self.engine
+            .eval_expression_with_scope(&mut scope, expression)
+            .or_else(|_| self.engine.eval_with_scope(&mut scope, expression))
+    }
+}
+
+fn line_column(pos: Position) -> Option<(usize, usize)> {
+    pos.line().map(|l| (l, pos.position().unwrap_or(1)))
+}
+
+fn script_error(rule: &Rule, event: &Event, mut err: EvalAltResult) -> ScriptError {
+    let pos = innermost_position(&err);
+    err.clear_position();
+    let location = match pos.line() {
+        Some(line) => format!("{}:{line}", rule.path.display()),
+        None => rule.path.display().to_string(),
+    };
+    ScriptError {
+        rule: rule.name.to_string(),
+        location,
+        audit_id: event.audit_id.clone(),
+        message: err.to_string(),
+    }
+}
+
+/// The position of the failure itself, inside any function calls that wrap it.
+fn innermost_position(err: &EvalAltResult) -> Position {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, pos) => {
+            let p = innermost_position(inner);
+            if p.is_none() { *pos } else { p }
+        }
+        other => other.position(),
+    }
+}
+
+/// Builds the sandboxed engine: no modules or eval, limits on everything, print to the log.
+fn build_engine(limits: &ScriptLimits) -> Engine {
+    let mut engine = Engine::new();
+    engine
+        .set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new())
+        .set_max_operations(limits.max_operations)
+        .set_max_string_size(limits.max_string_size)
+        .set_max_array_size(limits.max_array_size)
+        .set_max_map_size(limits.max_map_size)
+        .set_max_call_levels(limits.max_call_levels)
+        .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
+        .set_strict_variables(true)
+        .disable_symbol("eval");
+    engine.on_print(|text| {
+        let rule = FRAME.with(|f| f.borrow().rule.clone()).unwrap_or_default();
+        tracing::info!(target: "klaxon::script", rule = %rule, "{text}");
+    });
+    engine.on_debug(|text, source, pos| {
+        let rule = FRAME.with(|f| f.borrow().rule.clone()).unwrap_or_default();
+        tracing::debug!(
+            target: "klaxon::script",
+            rule = %rule,
+            source = source.unwrap_or(""),
+            line = pos.line().unwrap_or(0),
+            "{text}"
+        );
+    });
+    engine.register_fn("alert", alert);
+    api::register(&mut engine);
+    engine
+}
+
+/// `alert(#{…})`: validates the map and records it for the current rule.
+fn alert(ctx: NativeCallContext, map: Map) -> Result<(), Box<EvalAltResult>> {
+    let spec = AlertSpec::from_map(map)
+        .map_err(|msg| EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()))?;
+    FRAME.with(|f| {
+        let mut f = f.borrow_mut();
+        if f.specs.len() >= f.max_alerts {
+            return Err(EvalAltResult::ErrorRuntime(
+                format!(
+                    "alert: more than {} alerts on one event (max_alerts_per_event)",
+                    f.max_alerts
+                )
+                .into(),
+                ctx.call_position(),
+            )
+            .into());
+        }
+        f.specs.push(spec);
+        Ok(())
+    })
+}
