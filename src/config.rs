@@ -63,39 +63,46 @@ pub struct RawRouting {
     pub default_targets: Vec<String>,
 }
 
-/// `[targets.NAME]` as written; `type` selects the kind.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum RawTarget {
-    /// `type = "console"`.
-    Console {
-        /// `human` or `json`.
-        #[serde(default)]
-        format: ConsoleFormat,
-    },
-    /// `type = "slack"`.
-    Slack {
-        /// The webhook URL itself (prefer `webhook_url_env` or `webhook_url_file`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        webhook_url: Option<String>,
-        /// Name of the environment variable holding the webhook URL.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        webhook_url_env: Option<String>,
-        /// File holding the webhook URL (e.g. a mounted Kubernetes Secret).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        webhook_url_file: Option<PathBuf>,
-        /// Target that receives this one's alerts when its URL is not set.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        fallback: Option<String>,
-        /// Timeout of one POST, in seconds.
-        #[serde(default = "default_timeout_secs")]
-        timeout_secs: u64,
-    },
+/// The kinds of target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    /// Print to stdout.
+    Console,
+    /// Post to a Slack incoming webhook.
+    Slack,
 }
 
-fn default_timeout_secs() -> u64 {
-    10
+/// `[targets.NAME]` as written. One flat table for every kind (so that a typo is located
+/// to its line); validation refuses keys that do not apply to the `type`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    /// `console` or `slack`.
+    #[serde(rename = "type")]
+    pub kind: TargetType,
+    /// console: `human` or `json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<ConsoleFormat>,
+    /// slack: the webhook URL itself (prefer `webhook_url_env` or `webhook_url_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// slack: name of the environment variable holding the webhook URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url_env: Option<String>,
+    /// slack: file holding the webhook URL (e.g. a mounted Kubernetes Secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_url_file: Option<PathBuf>,
+    /// slack: target that receives this one's alerts when its URL is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// slack: timeout of one POST, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
 }
+
+/// Seconds a Slack POST may take when `timeout_secs` is not set.
+const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
 impl Default for RawConfig {
     fn default() -> Self {
@@ -106,8 +113,14 @@ impl Default for RawConfig {
             routing: RawRouting::default(),
             targets: BTreeMap::from([(
                 "console".to_owned(),
-                RawTarget::Console {
-                    format: ConsoleFormat::Human,
+                RawTarget {
+                    kind: TargetType::Console,
+                    format: Some(ConsoleFormat::Human),
+                    webhook_url: None,
+                    webhook_url_env: None,
+                    webhook_url_file: None,
+                    fallback: None,
+                    timeout_secs: None,
                 },
             )]),
         }
@@ -191,13 +204,19 @@ struct SourceMap {
 }
 
 impl SourceMap {
+    /// Where `key` was set: an environment variable that overrides it, else its line in
+    /// the file (or the line of its nearest enclosing table).
     fn locate(&self, key: &str) -> String {
+        let var = env_var_name(key);
+        if std::env::var_os(&var).is_some() {
+            return format!("environment {var}");
+        }
         let Some(path) = &self.path else {
-            return "configuration".to_owned();
+            return "built-in defaults".to_owned();
         };
         match self.line_of(key) {
             Some(line) => format!("{}:{line}", path.display()),
-            None => format!("{} (or environment)", path.display()),
+            None => path.display().to_string(),
         }
     }
 
@@ -206,8 +225,10 @@ impl SourceMap {
         let mut table: &dyn toml_edit::TableLike = doc.as_table();
         let mut span = None;
         for part in key.split('.') {
-            let (k, item) = table.get_key_value(part)?;
-            span = k.span().or_else(|| item.span());
+            let Some((k, item)) = table.get_key_value(part) else {
+                break;
+            };
+            span = k.span().or_else(|| item.span()).or(span);
             match item.as_table_like() {
                 Some(t) => table = t,
                 None => break,
@@ -216,6 +237,11 @@ impl SourceMap {
         let start = span?.start;
         Some(line_at(doc.raw(), start))
     }
+}
+
+/// The environment variable that overrides `key`: `server.listen` → `KLAXON_SERVER__LISTEN`.
+fn env_var_name(key: &str) -> String {
+    format!("KLAXON_{}", key.replace('.', "__").to_uppercase())
 }
 
 fn line_at(text: &str, offset: usize) -> usize {
@@ -257,7 +283,7 @@ fn read(path: Option<PathBuf>) -> Result<(RawConfig, SourceMap), ConfigError> {
             return Err(ConfigError(vec![ConfigProblem {
                 location,
                 key: String::new(),
-                message: err.message().to_owned(),
+                message: err.message().trim().lines().collect::<Vec<_>>().join("; "),
             }]));
         }
         document = toml_edit::ImDocument::parse(text).ok();
@@ -380,30 +406,47 @@ fn known(targets: &BTreeMap<String, RawTarget>) -> String {
 
 /// Turns a target as written into a usable target; the error names the field.
 fn resolve_target(raw: &RawTarget) -> Result<Target, (&'static str, String)> {
-    match raw {
-        RawTarget::Console { format } => Ok(Target::Console(*format)),
-        RawTarget::Slack {
-            webhook_url,
-            webhook_url_env,
-            webhook_url_file,
-            fallback,
-            timeout_secs,
-        } => {
-            let url = read_secret(webhook_url, webhook_url_env, webhook_url_file)?;
-            match (url, fallback) {
+    let set = |present: bool, field: &'static str| present.then_some(field);
+    let foreign = match raw.kind {
+        TargetType::Console => [
+            set(raw.webhook_url.is_some(), "webhook_url"),
+            set(raw.webhook_url_env.is_some(), "webhook_url_env"),
+            set(raw.webhook_url_file.is_some(), "webhook_url_file"),
+            set(raw.fallback.is_some(), "fallback"),
+            set(raw.timeout_secs.is_some(), "timeout_secs"),
+        ],
+        TargetType::Slack => [set(raw.format.is_some(), "format"), None, None, None, None],
+    };
+    if let Some(field) = foreign.into_iter().flatten().next() {
+        return Err((
+            field,
+            format!("does not apply to a {:?} target", raw.kind).to_lowercase(),
+        ));
+    }
+    match raw.kind {
+        TargetType::Console => Ok(Target::Console(raw.format.unwrap_or_default())),
+        TargetType::Slack => {
+            let url = read_secret(
+                &raw.webhook_url,
+                &raw.webhook_url_env,
+                &raw.webhook_url_file,
+            )?;
+            match (url, &raw.fallback) {
                 (Some(url), _) => {
                     check_url(url.expose()).map_err(|m| ("webhook_url", m))?;
                     Ok(Target::Slack(SlackSettings {
                         webhook_url: url,
-                        timeout: Duration::from_secs(*timeout_secs),
+                        timeout: Duration::from_secs(
+                            raw.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS),
+                        ),
                     }))
                 }
                 (None, Some(to)) => Ok(Target::Fallback {
                     to: to.clone(),
-                    reason: unset_reason(webhook_url_env),
+                    reason: unset_reason(&raw.webhook_url_env),
                     renders_as: Render::Slack,
                 }),
-                (None, None) => Err(("webhook_url", unset_reason(webhook_url_env))),
+                (None, None) => Err(("webhook_url", unset_reason(&raw.webhook_url_env))),
             }
         }
     }

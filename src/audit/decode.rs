@@ -94,7 +94,12 @@ impl DecodeError {
     fn from_json(err: &serde_json::Error, line_offset: usize, item: Option<usize>) -> Self {
         let full = err.to_string();
         let suffix = format!(" at line {} column {}", err.line(), err.column());
-        let reason = full.strip_suffix(&suffix).unwrap_or(&full).to_owned();
+        let reason = full.strip_suffix(&suffix).unwrap_or(&full);
+        let reason = if err.is_syntax() || err.is_eof() {
+            format!("invalid JSON: {reason}")
+        } else {
+            reason.to_owned()
+        };
         let (line, column) = match err.line() {
             0 => (line_offset.max(1), None),
             l => (line_offset + l - 1, Some(err.column())),
@@ -108,6 +113,7 @@ impl DecodeError {
 
 /// Decodes any supported audit input. Never fails as a whole: problems are listed in `errors`.
 pub fn decode(input: &[u8]) -> Decoded {
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     let mut out = Decoded::default();
     if is_json_lines(input) {
         for (index, line) in input.split(|b| *b == b'\n').enumerate() {
@@ -122,36 +128,39 @@ pub fn decode(input: &[u8]) -> Decoded {
     out
 }
 
-/// JSON lines: more than one non-empty line, and the first is a whole object on its own.
+/// JSON lines: more than one non-empty line, the first not opening an array, and either
+/// the first is a whole object on its own or the second starts a new object (so a cut or
+/// garbled first line does not hide the rest). A pretty-printed object's second line
+/// starts with a key, never with `{`.
 fn is_json_lines(input: &[u8]) -> bool {
     let mut lines = input
         .split(|b| *b == b'\n')
         .map(<[u8]>::trim_ascii)
         .filter(|l| !l.is_empty());
-    let Some(first) = lines.next() else {
+    let (Some(first), Some(second)) = (lines.next(), lines.next()) else {
         return false;
     };
-    first.starts_with(b"{") && first.ends_with(b"}") && lines.next().is_some()
+    !first.starts_with(b"[")
+        && ((first.starts_with(b"{") && first.ends_with(b"}")) || second.starts_with(b"{"))
 }
 
+/// The reason given for input that is JSON but not an object or array.
+const NOT_AUDIT: &str = "expected an audit EventList, Event, array of events or JSON lines";
+
 /// A whole document; the apiserver's EventList is tried first as it is the common case.
+/// Leading blank lines are skipped so that positions count from the document's first line.
 fn decode_document(input: &[u8], out: &mut Decoded) {
-    let trimmed = input.trim_ascii_start();
-    if trimmed.is_empty() {
-        return;
-    }
-    if trimmed.starts_with(b"[") {
-        decode_array(input, 1, out);
-        return;
-    }
-    match serde_json::from_slice::<EventList>(input) {
-        Ok(EventList {
-            items: Some(items), ..
-        }) => out.push_items(items, 1),
-        Ok(list) if list.kind == "EventList" => {}
-        Ok(_) => decode_event(input, 1, out),
-        Err(err) if err.is_data() => decode_lenient_list(input, 1, out),
-        Err(err) => out.errors.push(DecodeError::from_json(&err, 1, None)),
+    let input_start = input.len() - input.trim_ascii_start().len();
+    let line_no = 1 + input[..input_start].iter().filter(|b| **b == b'\n').count();
+    let doc = &input[input_start..];
+    match doc.first() {
+        None => {}
+        Some(b'[') => decode_array(doc, line_no, out),
+        Some(b'{') => decode_document_at(doc, line_no, out),
+        Some(_) => out.errors.push(DecodeError {
+            location: Location::line(line_no),
+            reason: NOT_AUDIT.to_owned(),
+        }),
     }
 }
 
@@ -159,6 +168,17 @@ fn decode_document(input: &[u8], out: &mut Decoded) {
 fn decode_line(line: &[u8], line_no: usize, out: &mut Decoded) {
     if line.starts_with(b"[") {
         decode_array(line, line_no, out);
+        return;
+    }
+    if !line.starts_with(b"{") {
+        let reason = match serde_json::from_slice::<serde::de::IgnoredAny>(line) {
+            Ok(_) => NOT_AUDIT.to_owned(),
+            Err(err) => DecodeError::from_json(&err, line_no, None).reason,
+        };
+        out.errors.push(DecodeError {
+            location: Location::line(line_no),
+            reason,
+        });
         return;
     }
     match serde_json::from_slice::<Event>(line) {
@@ -175,12 +195,14 @@ fn decode_line(line: &[u8], line_no: usize, out: &mut Decoded) {
     }
 }
 
+/// An object that may be an EventList or a single Event.
 fn decode_document_at(input: &[u8], line_no: usize, out: &mut Decoded) {
     match serde_json::from_slice::<EventList>(input) {
         Ok(EventList {
             items: Some(items), ..
         }) => out.push_items(items, line_no),
-        Ok(_) => {}
+        Ok(list) if list.kind == "EventList" => {}
+        Ok(_) => decode_event(input, line_no, out),
         Err(err) if err.is_data() => decode_lenient_list(input, line_no, out),
         Err(err) => out.errors.push(DecodeError::from_json(&err, line_no, None)),
     }

@@ -130,8 +130,12 @@ fn target_render(targets: &Targets, name: &str) -> anyhow::Result<Render> {
     }
 }
 
+/// Whether `name` would see `alert`: routed to it, or reached through a fallback.
 fn routed_to(targets: &Targets, alert: &Alert, name: &str) -> bool {
-    targets.route(alert).contains(&name)
+    targets
+        .route(alert)
+        .into_iter()
+        .any(|routed| routed == name || targets.resolve(routed).is_some_and(|(n, _)| n == name))
 }
 
 fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
@@ -182,13 +186,24 @@ fn show(alert: &Alert, targets: &Targets, format: Format, origin: &str) -> Strin
     )
 }
 
+/// `1 rule`, `2 rules`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn summary(rules: &Ruleset, report: &Report) -> String {
     let fired: usize = report.rules.values().map(|t| t.fired).sum();
     let errors: usize = report.rules.values().map(|t| t.errors).sum();
     let mut out = format!(
-        "summary: {} events, {} rules, {fired} alerts, {errors} script errors, {} malformed\n",
-        report.events,
-        rules.rules().len(),
+        "summary: {}, {}, {}, {}, {} malformed\n",
+        count(report.events, "event"),
+        count(rules.rules().len(), "rule"),
+        count(fired, "alert"),
+        count(errors, "script error"),
         report.malformed
     );
     let width = report

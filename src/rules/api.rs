@@ -199,7 +199,7 @@ fn register_event(engine: &mut Engine) {
             text(&e.event().request_received_timestamp)
         })
         .register_get("stageTimestamp", |e: &mut ScriptEvent| {
-            text(e.event().time())
+            text(&e.event().stage_timestamp)
         })
         .register_get("sourceIPs", |e: &mut ScriptEvent| {
             strings(&e.event().source_ips)

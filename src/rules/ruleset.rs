@@ -313,7 +313,7 @@ impl Ruleset {
             }
             if let Err(err) = result {
                 out.errors
-                    .push(script_error(rule, script_event.event(), *err));
+                    .push(script_error(rule, script_event.event(), *err, &self.limits));
             }
         }
         out
@@ -350,9 +350,28 @@ fn line_column(pos: Position) -> Option<(usize, usize)> {
     pos.line().map(|l| (l, pos.position().unwrap_or(1)))
 }
 
-fn script_error(rule: &Rule, event: &Event, mut err: EvalAltResult) -> ScriptError {
+fn script_error(
+    rule: &Rule,
+    event: &Event,
+    mut err: EvalAltResult,
+    limits: &ScriptLimits,
+) -> ScriptError {
     let pos = innermost_position(&err);
     err.clear_position();
+    let hint = match innermost(&err) {
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            " (scripts.limits.max_operations = {})",
+            limits.max_operations
+        ),
+        EvalAltResult::ErrorStackOverflow(_) => format!(
+            " (scripts.limits.max_call_levels = {})",
+            limits.max_call_levels
+        ),
+        EvalAltResult::ErrorDataTooLarge(..) => {
+            " (see scripts.limits: max_string_size, max_array_size, max_map_size)".to_owned()
+        }
+        _ => String::new(),
+    };
     let location = match pos.line() {
         Some(line) => format!("{}:{line}", rule.path.display()),
         None => rule.path.display().to_string(),
@@ -361,7 +380,15 @@ fn script_error(rule: &Rule, event: &Event, mut err: EvalAltResult) -> ScriptErr
         rule: rule.name.to_string(),
         location,
         audit_id: event.audit_id.clone(),
-        message: err.to_string(),
+        message: format!("{err}{hint}"),
+    }
+}
+
+/// The error inside any function calls that wrap it.
+fn innermost(err: &EvalAltResult) -> &EvalAltResult {
+    match err {
+        EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost(inner),
+        other => other,
     }
 }
 

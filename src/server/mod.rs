@@ -124,6 +124,12 @@ async fn ingest(
     }
     let span = tracing::info_span!("batch", bytes = body.len());
     let (alerts, reply) = evaluate_batch(&state, body).instrument(span).await?;
+    tracing::debug!(
+        events = reply.accepted,
+        alerts = reply.alerts,
+        rejected = reply.rejected.len(),
+        "batch accepted"
+    );
     for alert in alerts {
         state.dispatcher.submit(alert).await;
     }
@@ -198,7 +204,7 @@ fn process(rules: &Ruleset, body: &[u8]) -> Result<(Vec<Alert>, BatchReply), Api
 fn summarize(errors: &[DecodeError]) -> Option<String> {
     let first = errors.first()?;
     Some(match errors.len() {
-        1 => format!("not an audit event: {first}"),
-        n => format!("not an audit event: {first} (and {} more)", n - 1),
+        1 => format!("cannot decode body: {first}"),
+        n => format!("cannot decode body: {first} (and {} more)", n - 1),
     })
 }

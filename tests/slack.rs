@@ -1,0 +1,111 @@
+//! Slack rendering stays within Block Kit limits for any alert, and the sender reports
+//! Slack's answers; checked against the local Slack stand-in.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use klaxon::notify::slack::{self, SlackSettings};
+use klaxon::notify::{Secret, SendError};
+use klaxon::rules::{Alert, AlertContext, Severity};
+use support::slack::SlackStandIn;
+
+fn alert(title: &str, text: &str, fields: usize) -> Alert {
+    Alert {
+        rule: "big".to_owned(),
+        severity: Severity::Critical,
+        title: title.to_owned(),
+        text: text.to_owned(),
+        fields: (0..fields)
+            .map(|i| (format!("field {i:04}"), "v".repeat(2500)))
+            .collect::<BTreeMap<_, _>>(),
+        labels: BTreeMap::new(),
+        dedup_key: String::new(),
+        group_key: String::new(),
+        targets: Vec::new(),
+        context: AlertContext {
+            cluster: "prod".to_owned(),
+            user: "alice <admin> & co".to_owned(),
+            verb: "create".to_owned(),
+            object: "pods payments/web".to_owned(),
+            source_ips: vec!["10.0.0.1".to_owned()],
+            ..AlertContext::default()
+        },
+    }
+}
+
+fn settings(url: String) -> SlackSettings {
+    SlackSettings {
+        webhook_url: Secret::new(url),
+        timeout: Duration::from_secs(5),
+    }
+}
+
+#[tokio::test]
+async fn oversized_alerts_are_cut_to_slack_limits_and_accepted() {
+    let stand_in = SlackStandIn::start().await;
+    let client = reqwest::Client::new();
+    let huge = alert(&"T".repeat(400), &"x".repeat(10_000), 600);
+    let message = slack::message(&huge);
+    let blocks = message["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 50);
+    let header = blocks[0]["text"]["text"].as_str().unwrap();
+    assert_eq!(header.chars().count(), 150);
+    assert!(header.ends_with('…'));
+
+    slack::send(&client, &settings(stand_in.url()), &message)
+        .await
+        .unwrap();
+    let small = alert("Pod created", "short", 3);
+    slack::send(&client, &settings(stand_in.url()), &slack::message(&small))
+        .await
+        .unwrap();
+    assert_eq!(stand_in.messages().len(), 2);
+    assert!(
+        stand_in.rejections().is_empty(),
+        "{:?}",
+        stand_in.rejections()
+    );
+}
+
+#[test]
+fn mrkdwn_is_escaped_and_fields_are_sections_of_ten() {
+    let message = slack::message(&alert("t", "a <b> & c", 25));
+    let blocks = message["blocks"].as_array().unwrap();
+    assert_eq!(blocks[1]["text"]["text"], "a &lt;b&gt; &amp; c");
+    let field_sections: Vec<usize> = blocks
+        .iter()
+        .filter_map(|b| b["fields"].as_array().map(Vec::len))
+        .collect();
+    assert_eq!(field_sections, vec![10, 10, 5]);
+    let context = blocks.last().unwrap().to_string();
+    assert!(
+        context.contains("alice &lt;admin&gt; &amp; co"),
+        "{context}"
+    );
+}
+
+#[tokio::test]
+async fn slack_errors_come_back_with_status_and_reason() {
+    let stand_in = SlackStandIn::start().await;
+    let client = reqwest::Client::new();
+    let bad = serde_json::json!({"blocks": [{"type": "header", "text": {"type": "mrkdwn", "text": "x"}}]});
+    match slack::send(&client, &settings(stand_in.url()), &bad).await {
+        Err(SendError::Rejected { status, reason, .. }) => {
+            assert_eq!(status, 400);
+            assert_eq!(reason, "invalid_blocks");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    // A port that was just free and is closed again: connection refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down = settings(format!("http://{closed}/services/x"));
+    assert!(matches!(
+        slack::send(&client, &down, &bad).await,
+        Err(SendError::Network(_))
+    ));
+}
