@@ -595,3 +595,26 @@ fn alert_with_bad_severity_is_a_script_error() {
         "unknown severity `urgent`",
     );
 }
+
+#[test]
+fn shipped_config_routes_to_slack_once_its_url_is_set() {
+    klaxon()
+        .env(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/secret-part",
+        )
+        .arg("check")
+        .assert()
+        .success()
+        .stdout(contains("slack (slack)"))
+        .stdout(contains("secret-part").not());
+    klaxon()
+        .env(
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/secret-part",
+        )
+        .args(["dry-run", POD_CREATED])
+        .assert()
+        .success()
+        .stdout(contains(format!("{POD_CREATED}:1 → slack\n")));
+}

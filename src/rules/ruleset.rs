@@ -296,8 +296,12 @@ impl Ruleset {
     pub fn evaluate(&self, event: Arc<Event>) -> Evaluation {
         let script_event = ScriptEvent::new(event);
         let mut out = Evaluation::default();
+        // One scope for all rules: `event` stays, whatever a script declared is dropped.
+        let mut scope = Scope::new();
+        scope.push_constant("event", script_event.clone());
         for rule in &self.rules {
-            let result = self.run_rule(rule, &script_event);
+            let result = self.run_rule(rule, &mut scope);
+            scope.rewind(1);
             let specs = FRAME.with(|f| std::mem::take(&mut f.borrow_mut().specs));
             if !specs.is_empty() {
                 let context = AlertContext::from_event(
@@ -319,15 +323,13 @@ impl Ruleset {
         out
     }
 
-    fn run_rule(&self, rule: &Rule, event: &ScriptEvent) -> Result<(), Box<EvalAltResult>> {
+    fn run_rule(&self, rule: &Rule, scope: &mut Scope) -> Result<(), Box<EvalAltResult>> {
         FRAME.with(|f| {
             let mut f = f.borrow_mut();
             f.rule = Some(rule.name.clone());
             f.max_alerts = self.limits.max_alerts_per_event;
         });
-        let mut scope = Scope::new();
-        scope.push_constant("event", event.clone());
-        let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+        let result = self.engine.run_ast_with_scope(scope, &rule.ast);
         FRAME.with(|f| f.borrow_mut().rule = None);
         result
     }
