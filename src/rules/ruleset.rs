@@ -334,7 +334,7 @@ impl Ruleset {
         result
     }
 
-    /// Evaluates one Rhai expression with `event` in scope (for tests and debugging).
+    /// Evaluates a Rhai expression (or statements) with `event` in scope, for tests and debugging.
     pub fn eval_expression(
         &self,
         event: Arc<Event>,
@@ -342,9 +342,7 @@ impl Ruleset {
     ) -> Result<rhai::Dynamic, Box<EvalAltResult>> {
         let mut scope = Scope::new();
         scope.push_constant("event", ScriptEvent::new(event));
-        self.engine
-            .eval_expression_with_scope(&mut scope, expression)
-            .or_else(|_| self.engine.eval_with_scope(&mut scope, expression))
+        self.engine.eval_with_scope(&mut scope, expression)
     }
 }
 
