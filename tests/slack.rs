@@ -24,6 +24,7 @@ fn alert(title: &str, text: &str, fields: usize) -> Alert {
         dedup_key: String::new(),
         group_key: String::new(),
         targets: Vec::new(),
+        suppressed: 0,
         context: AlertContext {
             cluster: "prod".to_owned(),
             user: "alice <admin> & co".to_owned(),

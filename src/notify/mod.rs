@@ -5,13 +5,18 @@
 
 mod console;
 mod dispatch;
+pub mod email;
+pub mod http;
+mod notice;
 pub mod slack;
+pub mod template;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use console::ConsoleFormat;
 pub use dispatch::Dispatcher;
+pub use notice::{Notice, PAYLOAD_VERSION};
 pub use slack::SlackSettings;
 
 use crate::rules::Alert;
@@ -93,6 +98,18 @@ pub struct Targets {
     pub defaults: Vec<String>,
 }
 
+/// What to do after a failed delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// Try again: after `after` if the target said so (Retry-After), else after backoff.
+    Retry {
+        /// The wait the target asked for.
+        after: Option<std::time::Duration>,
+    },
+    /// Retrying cannot help (bad request, removed webhook, template error): dead-letter it.
+    Permanent,
+}
+
 /// Why a target refused or failed a delivery.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -109,10 +126,47 @@ pub enum SendError {
         /// `Retry-After`, when the target gave one.
         retry_after: Option<std::time::Duration>,
     },
+    /// The SMTP server refused or failed; `permanent` for 5xx replies.
+    #[error("SMTP: {reason}")]
+    Smtp {
+        /// A 5xx reply: the same mail will be refused again.
+        permanent: bool,
+        /// The server's reply or the client's error, without credentials.
+        reason: String,
+    },
+    /// The notice could not be rendered (a template error): fix the config, then retry.
+    #[error("render: {0}")]
+    Render(String),
 }
 
 impl SendError {
-    fn network(err: reqwest::Error) -> Self {
+    /// Retry (network errors, 408, 429, 5xx, transient SMTP) or give up (other 4xx,
+    /// permanent SMTP, render errors).
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            SendError::Network(_) => Disposition::Retry { after: None },
+            SendError::Rejected {
+                status,
+                retry_after,
+                ..
+            } => match status {
+                408 | 429 | 500..=599 => Disposition::Retry {
+                    after: *retry_after,
+                },
+                _ => Disposition::Permanent,
+            },
+            SendError::Smtp { permanent, .. } => match permanent {
+                true => Disposition::Permanent,
+                false => Disposition::Retry { after: None },
+            },
+            SendError::Render(_) => Disposition::Permanent,
+        }
+    }
+}
+
+impl SendError {
+    /// A reqwest failure without an answer; the URL is left out (it may be a secret).
+    pub fn network(err: reqwest::Error) -> Self {
         // Without the URL: a webhook URL is a secret.
         SendError::Network(err.without_url().to_string())
     }

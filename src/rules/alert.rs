@@ -171,11 +171,18 @@ pub struct Alert {
     /// Alerts with the same key go out together (empty: rule + namespace).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group_key: String,
-    /// Target names; empty means the config's default targets.
+    /// Target names; empty means the config's routes decide.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<String>,
+    /// Alerts with this dedup key suppressed since the previous notice for it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suppressed: u64,
     /// Where and when it came from.
     pub context: AlertContext,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The fields a script passed to `alert`, validated.
@@ -247,6 +254,7 @@ impl AlertSpec {
             dedup_key: self.dedup_key,
             group_key: self.group_key,
             targets: self.targets,
+            suppressed: 0,
             context,
         }
     }

@@ -1,0 +1,1 @@
+//! Email target (being written).

@@ -1,0 +1,1 @@
+//! Generic HTTP target (being written).
