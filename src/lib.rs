@@ -8,6 +8,8 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod notify;
+pub mod outbox;
+pub mod pipeline;
 pub mod rules;
 pub mod server;
 pub mod telemetry;

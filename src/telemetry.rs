@@ -55,3 +55,8 @@ pub fn notification(target: &str, rule: &str, outcome: &'static str) {
     )
     .increment(1);
 }
+
+/// What the pipeline did with a candidate alert (`admitted`, `deduplicated`, `silenced`, `folded`).
+pub fn alert_outcome(rule: &str, outcome: &'static str) {
+    counter!("klaxon_alerts_total", "rule" => rule.to_owned(), "outcome" => outcome).increment(1);
+}

@@ -332,8 +332,8 @@ fn dry_run_shows_pod_created_alert_origin_and_summary() {
         .stdout(contains(format!("[info] pod_created: {POD_CREATED_TITLE}")))
         .stdout(contains(format!("auditID {}", pod_created_audit_id())))
         .stdout(summary("1", 1, 1, 0, 0))
-        .stdout(is_match(r"(?m)^rule\s+evaluated\s+fired\s+errors$").unwrap())
-        .stdout(is_match(r"(?m)^pod_created\s+1\s+1\s+0$").unwrap());
+        .stdout(is_match(r"(?m)^rule\s+evaluated\s+fired\s+errors\b").unwrap())
+        .stdout(is_match(r"(?m)^pod_created\s+1\s+1\s+0\b").unwrap());
 }
 
 #[test]
@@ -343,7 +343,7 @@ fn dry_run_json_prints_one_alert_per_line_and_summary_on_stderr() {
         .assert()
         .success()
         .stderr(summary("1", 1, 1, 0, 0))
-        .stderr(is_match(r"(?m)^pod_created\s+1\s+1\s+0$").unwrap());
+        .stderr(is_match(r"(?m)^pod_created\s+1\s+1\s+0\b").unwrap());
     let stdout = stdout_of(&assert);
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 1, "one alert line, got {stdout:?}");
@@ -427,7 +427,7 @@ fn dry_run_reads_stdin() {
         .success()
         .stdout(contains("<stdin>:1 → "))
         .stdout(contains(format!("[info] pod_created: {POD_CREATED_TITLE}")))
-        .stdout(is_match(r"(?m)^pod_created\s+1\s+1\s+0$").unwrap());
+        .stdout(is_match(r"(?m)^pod_created\s+1\s+1\s+0\b").unwrap());
 }
 
 #[test]
@@ -446,7 +446,7 @@ fn dry_run_over_all_examples_fires_twice() {
         .assert()
         .success()
         .stdout(summary(r"\d+", 1, 2, 0, 0))
-        .stdout(is_match(r"(?m)^pod_created\s+\d+\s+2\s+0$").unwrap());
+        .stdout(is_match(r"(?m)^pod_created\s+\d+\s+2\s+0\b").unwrap());
     let stdout = stdout_of(&assert);
     let origins: Vec<&str> = stdout
         .lines()
@@ -491,7 +491,7 @@ fn dry_run_reports_script_throw_and_other_scripts_still_fire() {
         .stdout(contains("[info] a_fires: seen id-1"))
         .stdout(contains("[info] a_fires: seen id-2"))
         .stdout(summary("2", 2, 2, 1, 0))
-        .stdout(is_match(r"(?m)^b_throws\s+2\s+0\s+1$").unwrap());
+        .stdout(is_match(r"(?m)^b_throws\s+2\s+0\s+1\b").unwrap());
 }
 
 #[test]
@@ -531,7 +531,7 @@ fn dry_run_stops_runaway_loop_at_operation_limit() {
         .stderr(contains("scripts.limits.max_operations = 100000"))
         .stdout(contains("[info] a_fires: seen id-1"))
         .stdout(contains("[info] a_fires: seen id-2"))
-        .stdout(is_match(r"(?m)^spin\s+2\s+0\s+1$").unwrap());
+        .stdout(is_match(r"(?m)^spin\s+2\s+0\s+1\b").unwrap());
 }
 
 #[test]
@@ -569,7 +569,7 @@ fn assert_alert_misuse(script: &str, problem: &str) {
         .stderr(contains(problem))
         .stdout(contains("[info] a_fires: seen id-1"))
         .stdout(contains("[info] a_fires: seen id-2"))
-        .stdout(is_match(r"(?m)^bad\s+2\s+0\s+2$").unwrap());
+        .stdout(is_match(r"(?m)^bad\s+2\s+0\s+2\b").unwrap());
 }
 
 #[test]

@@ -32,10 +32,13 @@ fn listening_address(child: &mut Child) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_config_sends_pod_created_to_slack_and_stops_on_sigterm() {
     let slack = SlackStandIn::start().await;
+    let data = tempfile::TempDir::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_klaxon"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
         .env("SLACK_WEBHOOK_URL", slack.url())
+        .env("KLAXON_OUTBOX__PATH", data.path())
+        .env("KLAXON_DELIVERY__GROUP_WAIT", "0s")
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

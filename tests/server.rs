@@ -7,20 +7,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use klaxon::config::Config;
-use klaxon::notify::{ConsoleFormat, Secret, SlackSettings, Target, Targets};
+use klaxon::notify::{ConsoleFormat, DeliveryPolicy, Secret, SlackSettings, Target, Targets};
+use klaxon::pipeline::PipelineSettings;
 use klaxon::rules::{Ruleset, ScriptLimits};
 use klaxon::server::Server;
 use metrics_util::debugging::DebuggingRecorder;
 use serde_json::{Value, json};
 use support::metrics::counter;
 use support::slack::SlackStandIn;
+use tempfile::TempDir;
 use tokio::sync::oneshot;
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-fn config(slack_url: &str, max_body_bytes: usize) -> Config {
+/// Shipped scripts, everything to the Slack stand-in, an outbox in a fresh directory.
+fn config(slack_url: &str, max_body_bytes: usize, data: &TempDir) -> Config {
     let slack = Target::Slack(SlackSettings {
         webhook_url: Secret::new(slack_url),
         timeout: Duration::from_secs(5),
@@ -38,8 +41,15 @@ fn config(slack_url: &str, max_body_bytes: usize) -> Config {
                 ("console".to_owned(), Target::Console(ConsoleFormat::Json)),
             ]
             .into(),
-            defaults: vec!["slack".to_owned()],
+            pacing: Default::default(),
         },
+        pipeline: PipelineSettings {
+            default_targets: vec!["slack".to_owned()],
+            ..PipelineSettings::default()
+        },
+        delivery: DeliveryPolicy::default(),
+        drain_timeout: Duration::from_secs(10),
+        outbox_path: data.path().to_path_buf(),
     }
 }
 
@@ -98,7 +108,8 @@ fn event_list(others: usize) -> Value {
 #[tokio::test]
 async fn pod_creation_in_a_400_event_batch_sends_one_slack_message() {
     let slack = SlackStandIn::start().await;
-    let server = start(&config(&slack.url(), 64 << 20)).await;
+    let data = TempDir::new().unwrap();
+    let server = start(&config(&slack.url(), 64 << 20, &data)).await;
     let client = reqwest::Client::new();
 
     let body = format!("{}\n", event_list(399));
@@ -156,7 +167,8 @@ async fn pod_creation_in_a_400_event_batch_sends_one_slack_message() {
 #[tokio::test]
 async fn both_paths_accept_batches_and_healthz_answers() {
     let slack = SlackStandIn::start().await;
-    let server = start(&config(&slack.url(), 64 << 20)).await;
+    let data = TempDir::new().unwrap();
+    let server = start(&config(&slack.url(), 64 << 20, &data)).await;
     let client = reqwest::Client::new();
     for path in ["/", "/audit"] {
         let reply = client
@@ -174,13 +186,15 @@ async fn both_paths_accept_batches_and_healthz_answers() {
         .unwrap();
     assert_eq!(health.status(), 200);
     server.shutdown().await;
-    assert_eq!(slack.messages().len(), 2);
+    // The same pod creation twice: the second is a duplicate within the dedup window.
+    assert_eq!(slack.messages().len(), 1);
 }
 
 #[tokio::test]
 async fn bad_bodies_get_4xx_with_a_reason() {
     let slack = SlackStandIn::start().await;
-    let server = start(&config(&slack.url(), 4096)).await;
+    let data = TempDir::new().unwrap();
+    let server = start(&config(&slack.url(), 4096, &data)).await;
     let client = reqwest::Client::new();
     let post = |body: String| {
         client
@@ -208,7 +222,8 @@ async fn bad_bodies_get_4xx_with_a_reason() {
 #[tokio::test]
 async fn a_bad_item_costs_only_itself() {
     let slack = SlackStandIn::start().await;
-    let server = start(&config(&slack.url(), 64 << 20)).await;
+    let data = TempDir::new().unwrap();
+    let server = start(&config(&slack.url(), 64 << 20, &data)).await;
     let mut list = event_list(3);
     list["items"][0]["verb"] = json!(5);
     let reply = reqwest::Client::new()
@@ -232,7 +247,7 @@ async fn a_bad_item_costs_only_itself() {
 }
 
 #[tokio::test]
-async fn a_failing_slack_is_counted_and_does_not_fail_the_batch() {
+async fn a_removed_slack_webhook_dead_letters_and_does_not_fail_the_batch() {
     // The test runtime has one thread, so delivery tasks record into this local recorder.
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
@@ -240,7 +255,8 @@ async fn a_failing_slack_is_counted_and_does_not_fail_the_batch() {
 
     // A webhook Slack does not know answers 404: the batch is still accepted.
     let gone = format!("{}/removed", SlackStandIn::start().await.url());
-    let server = start(&config(&gone, 64 << 20)).await;
+    let data = TempDir::new().unwrap();
+    let server = start(&config(&gone, 64 << 20, &data)).await;
     let reply = reqwest::Client::new()
         .post(format!("{}/audit", server.base))
         .body(event_list(1).to_string())
@@ -250,14 +266,23 @@ async fn a_failing_slack_is_counted_and_does_not_fail_the_batch() {
     assert_eq!(reply.status(), 200);
     server.shutdown().await;
 
-    let failed = [("target", "slack"), ("outcome", "failed")];
+    // 404 is permanent: the alert goes to the dead letters at once, not into retries.
+    let dead = [("target", "slack"), ("outcome", "dead")];
     let sent = [("target", "slack"), ("outcome", "sent")];
     assert_eq!(
-        counter(&snapshotter, "klaxon_notifications_total", &failed),
+        counter(&snapshotter, "klaxon_notifications_total", &dead),
         1
     );
     assert_eq!(
         counter(&snapshotter, "klaxon_notifications_total", &sent),
         0
+    );
+    let outbox = klaxon::outbox::Outbox::open(data.path()).unwrap();
+    let letters = outbox.dead_letters().unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("HTTP 404"),
+        "{}",
+        letters[0].reason
     );
 }

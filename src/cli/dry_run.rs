@@ -1,4 +1,9 @@
-//! `klaxon dry-run`: evaluate the scripts on audit files and print what would be sent.
+//! `klaxon dry-run` and `klaxon replay`: evaluate the scripts on audit files and run the
+//! pipeline on the event clock, printing what would be sent.
+//!
+//! dry-run shows every alert the scripts raise and what became of it; replay shows the
+//! notices each target would have received, and when. Both end with per-rule and
+//! per-target tables.
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -12,107 +17,191 @@ use clap::ValueEnum;
 use crate::audit::{self, Location};
 use crate::config::Config;
 use crate::notify::{self, ConsoleFormat, Render, Target, Targets};
+use crate::pipeline::{Outcome, Replay, Report, TimedNotice, parse_time_ms};
 use crate::rules::{Alert, Ruleset};
 
-/// `klaxon dry-run` arguments.
+/// Arguments shared by `dry-run` and `replay`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Audit files (EventList, Event, JSON array or JSON lines); `-` reads stdin.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Output: alerts for people, or one JSON alert per line.
+    /// Output: for people, or JSON lines (alerts for dry-run, notice payloads for replay).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
-    /// Print the exact payload this target would receive, one per alert routed to it.
+    /// Print only the exact payloads this target would receive, one per notice.
     #[arg(long, value_name = "NAME")]
     target: Option<String>,
 }
 
-/// How `dry-run` prints alerts.
+/// How alerts and notices are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
-    /// Readable alerts and a summary table.
+    /// Readable text and summary tables.
     Human,
-    /// One JSON alert per line on stdout; the summary goes to stderr.
+    /// JSON lines on stdout; the summary goes to stderr.
     Json,
 }
 
-/// Per-rule tallies for the summary.
-#[derive(Default)]
-struct Tally {
-    fired: usize,
-    errors: usize,
+/// Which command is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Every alert and its outcome.
+    DryRun,
+    /// The notices each target would receive.
+    Replay,
 }
 
-/// What the run saw, for the summary and the exit code.
-struct Report {
+/// Counts that only the CLI sees.
+#[derive(Default)]
+struct Counts {
     events: usize,
     malformed: usize,
-    rules: BTreeMap<String, Tally>,
+    errors: BTreeMap<String, usize>,
 }
 
-pub(super) fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+pub(super) fn run(config: &Config, args: &Args, mode: Mode) -> anyhow::Result<ExitCode> {
     let rules = super::load_rules(config)?;
     let render = match &args.target {
-        Some(name) => Some(target_render(&config.targets, name)?),
+        Some(name) => Some((name.as_str(), target_render(&config.targets, name)?)),
         None => None,
     };
-    let mut report = Report {
-        events: 0,
-        malformed: 0,
-        rules: rules
-            .rules()
-            .iter()
-            .map(|r| (r.name().to_owned(), Tally::default()))
-            .collect(),
-    };
+    let targets = Arc::new(simulated_targets(&config.targets, args.target.as_deref()));
+    let mut replay = Replay::new(
+        config.pipeline.clone(),
+        targets.clone(),
+        config.delivery.max_alerts_per_notice,
+    );
+    let mut counts = Counts::default();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    let mut clock_ms = 0;
     for file in &args.files {
         let input = read_input(file)?;
         let decoded = audit::decode(&input);
         for err in &decoded.errors {
             eprintln!("error: {}: {}", position(file, &err.location), err.reason);
         }
-        report.malformed += decoded.errors.len();
-        report.events += decoded.events.len();
+        counts.malformed += decoded.errors.len();
+        counts.events += decoded.events.len();
         for (event, origin) in decoded.events.into_iter().zip(decoded.origins) {
+            clock_ms = parse_time_ms(event.time()).unwrap_or(clock_ms);
             let evaluation = rules.evaluate(Arc::new(event));
             for err in &evaluation.errors {
                 eprintln!("error: {err}");
-                report.rules.entry(err.rule.clone()).or_default().errors += 1;
+                *counts.errors.entry(err.rule.clone()).or_default() += 1;
             }
-            for alert in &evaluation.alerts {
-                report.rules.entry(alert.rule.clone()).or_default().fired += 1;
-                let text = match (args.target.as_deref(), render) {
-                    (Some(name), Some(render)) => routed_to(&config.targets, alert, name)
-                        .then(|| notify::payload(render, alert)),
-                    _ => Some(show(
-                        alert,
-                        &config.targets,
-                        args.format,
-                        &position(file, &origin),
-                    )),
-                };
-                if let Some(text) = text {
-                    writeln!(out, "{text}")?;
+            let shown: Vec<String> = match (mode, render, args.format) {
+                (Mode::DryRun, None, Format::Human) => evaluation
+                    .alerts
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{} → {}\n{}",
+                            position(file, &origin),
+                            destinations(&replay, &targets, a),
+                            notify::console_text(a, ConsoleFormat::Human)
+                        )
+                    })
+                    .collect(),
+                (Mode::DryRun, None, Format::Json) => evaluation
+                    .alerts
+                    .iter()
+                    .map(|a| serde_json::to_string(a).unwrap_or_default())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let outcomes = replay.push(evaluation.alerts, clock_ms);
+            for (text, (_, outcome)) in shown.iter().zip(&outcomes) {
+                match (args.format, outcome) {
+                    (Format::Human, Outcome::Admitted) => writeln!(out, "{text}\n")?,
+                    (Format::Human, other) => writeln!(out, "{text}\n    [{}]\n", other.as_str())?,
+                    (Format::Json, _) => writeln!(out, "{text}")?,
                 }
             }
+            print_notices(&mut out, replay.take_notices(), mode, render, args.format)?;
         }
     }
-    let summary = summary(&rules, &report);
+    let (notices, report) = replay.finish();
+    print_notices(&mut out, notices, mode, render, args.format)?;
+    let summary = summary(&rules, &counts, &report);
     if args.format == Format::Human && args.target.is_none() {
         write!(out, "{summary}")?;
     } else {
         eprint!("{summary}");
     }
     out.flush()?;
-    let failed = report.malformed > 0 || report.rules.values().any(|t| t.errors > 0);
+    let failed = counts.malformed > 0 || !counts.errors.is_empty();
     Ok(if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn print_notices(
+    out: &mut impl std::io::Write,
+    notices: Vec<TimedNotice>,
+    mode: Mode,
+    render: Option<(&str, Render)>,
+    format: Format,
+) -> std::io::Result<()> {
+    for timed in notices {
+        let notice = &timed.notice;
+        match (render, mode, format) {
+            (Some((name, render)), _, _) if notice.target == name => {
+                writeln!(out, "{}", notify::payload(render, notice))?;
+            }
+            (Some(_), _, _) | (None, Mode::DryRun, _) => {}
+            (None, Mode::Replay, Format::Json) => writeln!(out, "{}", notice.payload())?,
+            (None, Mode::Replay, Format::Human) => writeln!(
+                out,
+                "{} {} [{}] {}",
+                format_time(timed.at_ms),
+                notice.target,
+                notice.severity(),
+                notice.title()
+            )?,
+        }
+    }
+    Ok(())
+}
+
+fn format_time(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// The targets as `serve` would use them, except that a `--target` that is not configured
+/// here (a fallback) is simulated as configured, so its payloads can be inspected.
+fn simulated_targets(targets: &Targets, shown: Option<&str>) -> Targets {
+    let mut out = targets.clone();
+    if let Some(name) = shown
+        && let Some(target @ Target::Fallback { .. }) = out.by_name.get_mut(name)
+    {
+        // Stands in for the real target: only its name and pacing matter to a replay.
+        *target = Target::Console(ConsoleFormat::Json);
+    }
+    out
+}
+
+/// Where an alert would go, naming fallbacks: `slack (not configured: console)`.
+fn destinations(replay: &Replay, targets: &Targets, alert: &Alert) -> String {
+    replay
+        .pipeline()
+        .requested_targets(alert)
+        .into_iter()
+        .map(|name| match targets.by_name.get(name) {
+            Some(Target::Fallback { to, .. }) => format!("{name} (not configured: {to})"),
+            _ => name.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn target_render(targets: &Targets, name: &str) -> anyhow::Result<Render> {
@@ -128,14 +217,6 @@ fn target_render(targets: &Targets, name: &str) -> anyhow::Result<Render> {
                 .join(", ")
         ),
     }
-}
-
-/// Whether `name` would see `alert`: routed to it, or reached through a fallback.
-fn routed_to(targets: &Targets, alert: &Alert, name: &str) -> bool {
-    targets
-        .route(alert)
-        .into_iter()
-        .any(|routed| routed == name || targets.resolve(routed).is_some_and(|(n, _)| n == name))
 }
 
 fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
@@ -166,26 +247,6 @@ fn position(file: &Path, location: &Location) -> String {
     out
 }
 
-/// One alert for people: where it came from, where it would go, and what it says.
-fn show(alert: &Alert, targets: &Targets, format: Format, origin: &str) -> String {
-    if format == Format::Json {
-        return serde_json::to_string(alert).unwrap_or_default();
-    }
-    let destinations: Vec<String> = targets
-        .route(alert)
-        .into_iter()
-        .map(|name| match targets.by_name.get(name) {
-            Some(Target::Fallback { to, .. }) => format!("{name} (not configured: {to})"),
-            _ => name.to_owned(),
-        })
-        .collect();
-    format!(
-        "{origin} → {}\n{}\n",
-        destinations.join(", "),
-        notify::console_text(alert, ConsoleFormat::Human)
-    )
-}
-
 /// `1 rule`, `2 rules`.
 fn count(n: usize, noun: &str) -> String {
     if n == 1 {
@@ -195,33 +256,57 @@ fn count(n: usize, noun: &str) -> String {
     }
 }
 
-fn summary(rules: &Ruleset, report: &Report) -> String {
-    let fired: usize = report.rules.values().map(|t| t.fired).sum();
-    let errors: usize = report.rules.values().map(|t| t.errors).sum();
+fn summary(rules: &Ruleset, counts: &Counts, report: &Report) -> String {
+    let fired: u64 = report.rules.values().map(|t| t.fired).sum();
+    let errors: usize = counts.errors.values().sum();
     let mut out = format!(
         "summary: {}, {}, {}, {}, {} malformed\n",
-        count(report.events, "event"),
+        count(counts.events, "event"),
         count(rules.rules().len(), "rule"),
-        count(fired, "alert"),
+        count(usize::try_from(fired).unwrap_or(usize::MAX), "alert"),
         count(errors, "script error"),
-        report.malformed
+        counts.malformed
     );
-    let width = report
-        .rules
-        .keys()
-        .map(String::len)
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
+    let width = names.iter().map(|n| n.len()).max().unwrap_or(4).max(4);
     out.push_str(&format!(
-        "{:<width$}  {:>9}  {:>5}  {:>6}\n",
-        "rule", "evaluated", "fired", "errors"
+        "{:<width$}  {:>9}  {:>5}  {:>6}  {:>8}  {:>12}  {:>8}  {:>6}\n",
+        "rule", "evaluated", "fired", "errors", "admitted", "deduplicated", "silenced", "folded"
     ));
-    for (rule, tally) in &report.rules {
+    for name in names {
+        let t = report.rules.get(name).copied().unwrap_or_default();
         out.push_str(&format!(
-            "{rule:<width$}  {:>9}  {:>5}  {:>6}\n",
-            report.events, tally.fired, tally.errors
+            "{name:<width$}  {:>9}  {:>5}  {:>6}  {:>8}  {:>12}  {:>8}  {:>6}\n",
+            counts.events,
+            t.fired,
+            counts.errors.get(name).copied().unwrap_or(0),
+            t.admitted,
+            t.deduplicated,
+            t.silenced,
+            t.folded
         ));
+    }
+    if !report.targets.is_empty() {
+        let width = report
+            .targets
+            .keys()
+            .map(String::len)
+            .max()
+            .unwrap_or(6)
+            .max(6);
+        out.push_str(&format!(
+            "{:<width$}  {:>6}  {:>7}  {:>6}  {:>12}\n",
+            "target", "alerts", "notices", "paced", "longest wait"
+        ));
+        for (name, t) in &report.targets {
+            out.push_str(&format!(
+                "{name:<width$}  {:>6}  {:>7}  {:>6}  {:>11.1}s\n",
+                t.alerts,
+                t.notices,
+                t.paced,
+                t.max_pacing_ms as f64 / 1000.0
+            ));
+        }
     }
     out
 }

@@ -52,8 +52,10 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
     },
-    /// Evaluate the scripts on audit files (or stdin) and print what would be sent.
+    /// Evaluate the scripts on audit files (or stdin): every alert and what became of it.
     DryRun(dry_run::Args),
+    /// Replay audit files on the event clock: the notices each target would have received.
+    Replay(dry_run::Args),
     /// Validate the config and compile every script.
     Check,
 }
@@ -86,7 +88,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DryRun(ref args) => {
             let config = load_config(&cli.config, &cli.scripts)?;
-            dry_run::run(&config, args)
+            dry_run::run(&config, args, dry_run::Mode::DryRun)
+        }
+        Command::Replay(ref args) => {
+            let config = load_config(&cli.config, &cli.scripts)?;
+            dry_run::run(&config, args, dry_run::Mode::Replay)
         }
         Command::Check => Ok(check::run(&cli.config, &cli.scripts)),
     }

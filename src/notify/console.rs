@@ -55,3 +55,31 @@ fn human(alert: &Alert) -> String {
     );
     out
 }
+
+/// Renders a notice: its alerts, under a header line when it is a digest. In JSON, one
+/// alert per line.
+pub fn render_notice(notice: &super::Notice, format: ConsoleFormat) -> String {
+    let alerts = notice.alerts.iter().map(|a| match format {
+        ConsoleFormat::Json => render(a, format),
+        ConsoleFormat::Human => with_suppressed(a),
+    });
+    let body = alerts.collect::<Vec<_>>().join("\n");
+    match (format, notice.is_digest()) {
+        (ConsoleFormat::Human, true) => {
+            format!("== {} [{}]\n{body}", notice.title(), notice.group_key)
+        }
+        _ => body,
+    }
+}
+
+fn with_suppressed(alert: &Alert) -> String {
+    let mut out = human(alert);
+    if alert.suppressed > 0 {
+        let _ = write!(
+            out,
+            "\n    ({} similar alerts suppressed since the last notice)",
+            alert.suppressed
+        );
+    }
+    out
+}

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use console::ConsoleFormat;
-pub use dispatch::Dispatcher;
+pub use dispatch::{DeliveryPolicy, Dispatcher, Waker};
 pub use notice::{Notice, PAYLOAD_VERSION};
 pub use slack::SlackSettings;
 
@@ -89,13 +89,91 @@ impl Target {
     }
 }
 
-/// The configured targets and where alerts go when a script names none.
-#[derive(Debug, Clone)]
+/// The configured targets and how each is paced.
+#[derive(Debug, Clone, Default)]
 pub struct Targets {
     /// Every target by name.
     pub by_name: BTreeMap<String, Target>,
-    /// Targets for alerts that name none.
-    pub defaults: Vec<String>,
+    /// Pacing of targets that differ from [`Pacing::default`].
+    pub pacing: BTreeMap<String, Pacing>,
+}
+
+/// A sustained rate with a burst, for [`Pacing`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    /// Notices per second, sustained.
+    pub per_second: f64,
+    /// Notices that may go out at once after a quiet spell.
+    pub burst: u32,
+}
+
+/// How a target's notices are grouped and paced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pacing {
+    /// Alerts with the same group key arriving within this window go out as one notice.
+    pub group_wait: std::time::Duration,
+    /// At most this many notices per second; `None`: unpaced. Pacing waits, never drops.
+    pub rate: Option<Rate>,
+}
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Self {
+            group_wait: std::time::Duration::from_secs(10),
+            rate: None,
+        }
+    }
+}
+
+impl Targets {
+    /// The pacing of target `name`.
+    pub fn pacing(&self, name: &str) -> Pacing {
+        self.pacing.get(name).copied().unwrap_or_default()
+    }
+
+    /// The target that really delivers for `name`, following a fallback.
+    pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a str, &'a Target)> {
+        match self.by_name.get(name)? {
+            Target::Fallback { to, .. } => self
+                .by_name
+                .get(to)
+                .map(|t| (to.as_str(), t))
+                .filter(|(_, t)| !matches!(t, Target::Fallback { .. })),
+            target => Some((name, target)),
+        }
+    }
+}
+
+/// A target's sender, built once and used for every notice.
+pub(crate) enum Notifier {
+    Console(ConsoleFormat),
+    Slack(SlackSettings, reqwest::Client),
+}
+
+impl Notifier {
+    /// The sender for `target`; `None` for a fallback (it has no sender of its own).
+    pub(crate) fn for_target(target: &Target, client: &reqwest::Client) -> Option<Self> {
+        match target {
+            Target::Console(format) => Some(Notifier::Console(*format)),
+            Target::Slack(settings) => Some(Notifier::Slack(settings.clone(), client.clone())),
+            Target::Fallback { .. } => None,
+        }
+    }
+
+    /// Sends one notice.
+    pub(crate) async fn send(&self, notice: &Notice) -> Result<(), SendError> {
+        match self {
+            Notifier::Console(format) => {
+                use std::io::Write as _;
+                let text = console::render_notice(notice, *format);
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{text}").map_err(|e| SendError::Network(e.to_string()))
+            }
+            Notifier::Slack(settings, client) => {
+                slack::send(client, settings, &slack::notice_message(notice)).await
+            }
+        }
+    }
 }
 
 /// What to do after a failed delivery.
@@ -172,53 +250,12 @@ impl SendError {
     }
 }
 
-impl Targets {
-    /// The target names an alert is routed to: its own, else the defaults.
-    /// Names the config does not know are dropped here and reported by [`Targets::unknown`].
-    pub fn route<'a>(&'a self, alert: &'a Alert) -> Vec<&'a str> {
-        let named: Vec<&str> = alert
-            .targets
-            .iter()
-            .map(String::as_str)
-            .filter(|t| self.by_name.contains_key(*t))
-            .collect();
-        let mut names = if named.is_empty() {
-            self.defaults.iter().map(String::as_str).collect()
-        } else {
-            named
-        };
-        names.dedup();
-        names
-    }
-
-    /// Target names an alert asks for that the config does not define.
-    pub fn unknown<'a>(&self, alert: &'a Alert) -> Vec<&'a str> {
-        alert
-            .targets
-            .iter()
-            .map(String::as_str)
-            .filter(|t| !self.by_name.contains_key(*t))
-            .collect()
-    }
-
-    /// The target that really delivers for `name`, following a fallback.
-    pub fn resolve<'a>(&'a self, name: &'a str) -> Option<(&'a str, &'a Target)> {
-        match self.by_name.get(name)? {
-            Target::Fallback { to, .. } => self
-                .by_name
-                .get(to)
-                .map(|t| (to.as_str(), t))
-                .filter(|(_, t)| !matches!(t, Target::Fallback { .. })),
-            target => Some((name, target)),
-        }
-    }
-}
-
-/// The exact payload a target would receive for `alert`: the console's text or Slack's JSON body.
-pub fn payload(render: Render, alert: &Alert) -> String {
+/// The exact payload a target would receive for `notice`: the console's text or Slack's
+/// JSON body.
+pub fn payload(render: Render, notice: &Notice) -> String {
     match render {
-        Render::Console(format) => console::render(alert, format),
-        Render::Slack => slack::message(alert).to_string(),
+        Render::Console(format) => console::render_notice(notice, format),
+        Render::Slack => slack::notice_message(notice).to_string(),
     }
 }
 

@@ -81,6 +81,57 @@ pub fn message(alert: &Alert) -> Value {
     })
 }
 
+/// The Block Kit message for a notice: the alert's message, or a digest listing its alerts
+/// (one section each, "and N more" past Slack's 50 blocks).
+pub fn notice_message(notice: &super::Notice) -> Value {
+    match notice.alerts.as_slice() {
+        [only] => message(only),
+        alerts => digest(notice, alerts),
+    }
+}
+
+fn digest(notice: &super::Notice, alerts: &[Alert]) -> Value {
+    let severity = notice.severity();
+    let title = format!("{} {}", severity.emoji(), notice.title());
+    let mut blocks = vec![json!({
+        "type": "header",
+        "text": { "type": "plain_text", "text": truncate(&title, limits::HEADER_CHARS), "emoji": true }
+    })];
+    // Header, "and N more" and the closing context leave 47 blocks for alerts.
+    let room = limits::MAX_BLOCKS - 3;
+    for alert in alerts.iter().take(room) {
+        let c = &alert.context;
+        let mut text = format!("*{} {}*", alert.severity.emoji(), alert.title);
+        if let Some(first) = alert.text.lines().next() {
+            text.push('\n');
+            text.push_str(&truncate(first, 300));
+        }
+        text.push_str(&format!(
+            "\n_{} {} by {} · {}_",
+            c.verb, c.object, c.user, c.event_time
+        ));
+        if alert.suppressed > 0 {
+            text.push_str(&format!(" · {} similar suppressed", alert.suppressed));
+        }
+        blocks.push(json!({ "type": "section", "text": mrkdwn(&text, limits::SECTION_CHARS) }));
+    }
+    if alerts.len() > room {
+        blocks.push(json!({
+            "type": "context",
+            "elements": [mrkdwn(&format!("and {} more", alerts.len() - room), limits::SECTION_CHARS)]
+        }));
+    }
+    let cluster = alerts.first().map_or("", |a| a.context.cluster.as_str());
+    blocks.push(json!({
+        "type": "context",
+        "elements": [mrkdwn(&format!("group {} · cluster {cluster}", notice.group_key), limits::SECTION_CHARS)]
+    }));
+    json!({
+        "text": truncate(&escape(&format!("{} [{}] {}", severity.emoji(), severity, notice.title())), limits::SECTION_CHARS),
+        "blocks": blocks,
+    })
+}
+
 /// The plain-text fallback shown in notifications and by clients without Block Kit.
 fn fallback_text(alert: &Alert) -> String {
     let mut text = format!(
@@ -113,6 +164,14 @@ fn context_elements(alert: &Alert) -> Vec<Value> {
         },
         format!("cluster {} · {}", c.cluster, c.event_time),
         format!("auditID {}", c.audit_id),
+        if alert.suppressed > 0 {
+            format!(
+                "{} similar alerts suppressed since the last notice",
+                alert.suppressed
+            )
+        } else {
+            String::new()
+        },
     ];
     parts
         .iter()

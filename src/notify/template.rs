@@ -28,7 +28,10 @@ impl Template {
     /// Renders with the notice's payload as context: `version`, `target`, `group_key`,
     /// `count`, `severity`, `title`, `alerts`.
     pub fn render(&self, notice: &Notice) -> Result<String, String> {
-        let template = self.env.get_template("template").map_err(|e| describe(&e))?;
+        let template = self
+            .env
+            .get_template("template")
+            .map_err(|e| describe(&e))?;
         template
             .render(minijinja::value::Serde(notice.payload()))
             .map_err(|e| describe(&e))

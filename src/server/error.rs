@@ -14,6 +14,9 @@ pub enum ApiError {
     /// Something on our side failed; the apiserver will retry.
     #[error("{0}")]
     Internal(String),
+    /// The outbox cannot take the batch now (disk full, I/O error); the apiserver will retry.
+    #[error("cannot store alerts: {0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -21,6 +24,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

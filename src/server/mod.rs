@@ -22,14 +22,18 @@ pub use error::ApiError;
 
 use crate::audit::{self, DecodeError};
 use crate::config::Config;
-use crate::notify::Dispatcher;
+use crate::notify::{Dispatcher, Waker};
+use crate::outbox::{Outbox, OutboxError};
+use crate::pipeline::{Delivery, Pipeline, wall_clock_ms};
 use crate::rules::{Alert, Ruleset};
 use crate::telemetry;
 
 /// What the webhook shares between requests.
 struct AppState {
     rules: Arc<Ruleset>,
-    dispatcher: Arc<Dispatcher>,
+    pipeline: Arc<Pipeline>,
+    outbox: Arc<Outbox>,
+    waker: Waker,
     evaluators: Arc<Semaphore>,
 }
 
@@ -38,35 +42,71 @@ struct AppState {
 pub struct BatchReply {
     /// Events decoded and evaluated.
     pub accepted: usize,
-    /// Alerts raised.
+    /// Alerts raised by the scripts.
     pub alerts: usize,
+    /// Deliveries stored in the outbox (alerts × targets, after dedup, silences, budgets).
+    pub queued: usize,
     /// Items that could not be decoded, with their position and reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<String>,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The outbox could not be opened.
+    #[error(transparent)]
+    Outbox(#[from] OutboxError),
+    /// The HTTP client could not be built.
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
 }
 
 /// A bound webhook server, ready to run.
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
+    dispatcher: Dispatcher,
     max_body_bytes: usize,
+    drain_timeout: std::time::Duration,
 }
 
 impl Server {
-    /// Binds the configured address and starts the delivery tasks.
-    pub async fn bind(config: &Config, rules: Ruleset) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
-        let client = http_client()?;
-        let dispatcher = Dispatcher::start(config.targets.clone(), client);
+    /// Opens the outbox, binds the configured address and starts the delivery tasks, which
+    /// resume whatever the outbox still holds.
+    pub async fn bind(config: &Config, rules: Ruleset) -> Result<Self, StartError> {
+        let outbox = Arc::new(Outbox::open(&config.outbox_path)?);
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+        let targets = Arc::new(config.targets.clone());
+        let dispatcher =
+            Dispatcher::start(&targets, outbox.clone(), config.delivery, http_client()?);
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Self {
             listener,
             state: Arc::new(AppState {
                 rules: Arc::new(rules),
-                dispatcher: Arc::new(dispatcher),
+                pipeline: Arc::new(Pipeline::new(config.pipeline.clone(), targets)),
+                outbox,
+                waker: dispatcher.waker(),
                 evaluators: Arc::new(Semaphore::new(cores)),
             }),
+            dispatcher,
             max_body_bytes: config.max_body_bytes,
+            drain_timeout: config.drain_timeout,
         })
     }
 
@@ -75,33 +115,61 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then finishes in-flight batches and drains delivery.
+    /// Serves until `shutdown` completes; then finishes in-flight batches, stores pending
+    /// budget digests, and drains delivery for at most `delivery.drain_timeout`.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let app = router(self.state.clone(), self.max_body_bytes);
+        let digests = tokio::spawn(digest_ticker(self.state.clone()));
         axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await?;
-        let dispatcher = self.state.dispatcher.clone();
-        drop(self.state);
-        match Arc::into_inner(dispatcher) {
-            Some(dispatcher) => dispatcher.shutdown().await,
-            None => {
-                tracing::warn!("delivery still referenced at shutdown; queued alerts may be lost")
-            }
+        digests.abort();
+        let state = self.state.clone();
+        let flushed = tokio::task::spawn_blocking(move || {
+            store(&state.outbox, &state.pipeline.flush(), wall_clock_ms())
+        })
+        .await;
+        if let Ok(Err(err)) = flushed {
+            tracing::error!(error = %err, "cannot store pending budget digests at shutdown");
         }
+        self.dispatcher.shutdown(self.drain_timeout).await;
         Ok(())
     }
 }
 
+/// Stores budget digests as their windows end.
+async fn digest_ticker(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let state = state.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let due = state.pipeline.due_digests(wall_clock_ms());
+            let stored = store(&state.outbox, &due, wall_clock_ms());
+            if !due.is_empty() {
+                state.waker.wake();
+            }
+            stored
+        })
+        .await;
+        if let Ok(Err(err)) = stored {
+            tracing::error!(error = %err, "cannot store budget digests");
+        }
+    }
+}
+
+fn store(outbox: &Outbox, deliveries: &[Delivery], now_ms: i64) -> Result<(), OutboxError> {
+    outbox.enqueue(deliveries, now_ms).map(drop)
+}
+
 /// The HTTP client every target shares (rustls).
-pub fn http_client() -> std::io::Result<reqwest::Client> {
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("klaxon/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(std::io::Error::other)
 }
 
 fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
@@ -123,37 +191,43 @@ async fn ingest(
         ));
     }
     let span = tracing::info_span!("batch", bytes = body.len());
-    let (alerts, reply) = evaluate_batch(&state, body).instrument(span).await?;
+    let reply = evaluate_batch(&state, body).instrument(span).await?;
+    if reply.queued > 0 {
+        state.waker.wake();
+    }
     tracing::debug!(
         events = reply.accepted,
         alerts = reply.alerts,
+        queued = reply.queued,
         rejected = reply.rejected.len(),
         "batch accepted"
     );
-    for alert in alerts {
-        state.dispatcher.submit(alert).await;
-    }
     telemetry::batch(200);
     Ok(Json(reply))
 }
 
-/// Decodes and evaluates a batch on the blocking pool, at most one batch per core at a time.
-async fn evaluate_batch(
-    state: &AppState,
-    body: Bytes,
-) -> Result<(Vec<Alert>, BatchReply), ApiError> {
+/// Decodes and evaluates a batch, admits its alerts and stores them durably, on the
+/// blocking pool, at most one batch per core at a time.
+async fn evaluate_batch(state: &Arc<AppState>, body: Bytes) -> Result<BatchReply, ApiError> {
     let permit = state
         .evaluators
         .clone()
         .acquire_owned()
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let rules = state.rules.clone();
+    let state = state.clone();
     let span = tracing::Span::current();
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let _permit = permit;
-        process(&rules, &body)
+        let (alerts, mut reply) = process(&state.rules, &body)?;
+        let admission = state.pipeline.admit(alerts, wall_clock_ms());
+        store(&state.outbox, &admission.deliveries, wall_clock_ms()).map_err(|err| {
+            tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
+            ApiError::Unavailable(err.to_string())
+        })?;
+        reply.queued = admission.deliveries.len();
+        Ok(reply)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("evaluation task failed: {e}")))?
@@ -196,6 +270,7 @@ fn process(rules: &Ruleset, body: &[u8]) -> Result<(Vec<Alert>, BatchReply), Api
     let reply = BatchReply {
         accepted,
         alerts: alerts.len(),
+        queued: 0,
         rejected: decoded.errors.iter().map(ToString::to_string).collect(),
     };
     Ok((alerts, reply))

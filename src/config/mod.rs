@@ -1,0 +1,369 @@
+//! Configuration: one TOML file, every key overridable by `KLAXON_…` environment variables
+//! (`__` for nesting), validated at load into ready-to-use types.
+//!
+//! Owns loading and validation; builds `notify`, `pipeline` and `rules` settings, calls
+//! nothing at run time.
+
+mod raw;
+mod targets;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+
+pub use raw::{
+    RawConfig, RawDelivery, RawOutbox, RawRouting, RawRulePolicy, RawScripts, RawServer,
+    RawSilence, RawTarget, TargetType,
+};
+
+use crate::notify::{DeliveryPolicy, Target, Targets};
+use crate::pipeline::{PipelineSettings, RulePolicy, Silence, parse_time_ms};
+use crate::rules::ScriptLimits;
+
+/// The config file used when `--config` is not given, if it exists.
+pub const DEFAULT_PATH: &str = "config/klaxon.toml";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub source: Option<PathBuf>,
+    /// Name shown on every alert.
+    pub cluster_name: String,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Script directories.
+    pub script_dirs: Vec<PathBuf>,
+    /// Script sandbox limits.
+    pub limits: ScriptLimits,
+    /// Targets and their pacing.
+    pub targets: Targets,
+    /// Routes, silences, dedup and budget policies.
+    pub pipeline: PipelineSettings,
+    /// Retries and notice size.
+    pub delivery: DeliveryPolicy,
+    /// How long shutdown may spend sending what is due.
+    pub drain_timeout: Duration,
+    /// Data directory of the outbox.
+    pub outbox_path: PathBuf,
+}
+
+/// One problem in the configuration: which key, where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// `file:line` or `file:line:column` when known, else the file or `environment`.
+    pub location: String,
+    /// Dotted key, e.g. `server.listen`; empty for whole-file problems.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key.is_empty() {
+            true => write!(f, "{}: {}", self.location, self.message),
+            false => write!(f, "{}: {}: {}", self.location, self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in a configuration.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+/// Where keys are, so a problem can name its line.
+struct SourceMap {
+    path: Option<PathBuf>,
+    document: Option<toml_edit::ImDocument<String>>,
+}
+
+impl SourceMap {
+    /// Where `key` was set: an environment variable that overrides it, else its line in
+    /// the file (or the line of its nearest enclosing table).
+    fn locate(&self, key: &str) -> String {
+        let var = env_var_name(key);
+        if std::env::var_os(&var).is_some() {
+            return format!("environment {var}");
+        }
+        let Some(path) = &self.path else {
+            return "built-in defaults".to_owned();
+        };
+        match self.line_of(key) {
+            Some(line) => format!("{}:{line}", path.display()),
+            None => path.display().to_string(),
+        }
+    }
+
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let doc = self.document.as_ref()?;
+        let mut table: &dyn toml_edit::TableLike = doc.as_table();
+        let mut span = None;
+        for part in key.split('.') {
+            let Some((k, item)) = table.get_key_value(part) else {
+                break;
+            };
+            span = k.span().or_else(|| item.span()).or(span);
+            match item.as_table_like() {
+                Some(t) => table = t,
+                None => break,
+            }
+        }
+        let start = span?.start;
+        Some(line_at(doc.raw(), start))
+    }
+}
+
+/// The environment variable that overrides `key`: `server.listen` → `KLAXON_SERVER__LISTEN`.
+fn env_var_name(key: &str) -> String {
+    format!("KLAXON_{}", key.replace('.', "__").to_uppercase())
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// Loads `path` (or [`DEFAULT_PATH`] when it exists, or the embedded defaults), applies
+/// `KLAXON_…` environment overrides, and validates the result.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    let path = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()),
+    };
+    let (raw, sources) = read(path)?;
+    validate(raw, &sources)
+}
+
+fn read(path: Option<PathBuf>) -> Result<(RawConfig, SourceMap), ConfigError> {
+    let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
+    let mut document = None;
+    if let Some(path) = &path {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError(vec![ConfigProblem {
+                location: path.display().to_string(),
+                key: String::new(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        // Parse the file alone first: toml's errors carry the line and column.
+        if let Err(err) = toml::from_str::<RawConfig>(&text) {
+            let location = match err.span() {
+                Some(span) => format!("{}:{}", path.display(), line_at(&text, span.start)),
+                None => path.display().to_string(),
+            };
+            return Err(ConfigError(vec![ConfigProblem {
+                location,
+                key: String::new(),
+                message: err.message().trim().lines().collect::<Vec<_>>().join("; "),
+            }]));
+        }
+        document = toml_edit::ImDocument::parse(text).ok();
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(Env::prefixed("KLAXON_").split("__"));
+    let sources = SourceMap { path, document };
+    let raw = figment.extract::<RawConfig>().map_err(|err| {
+        ConfigError(
+            err.into_iter()
+                .map(|e| ConfigProblem {
+                    location: e
+                        .metadata
+                        .as_ref()
+                        .map_or("configuration".to_owned(), |m| m.name.to_string()),
+                    key: e.path.join("."),
+                    message: e.kind.to_string(),
+                })
+                .collect(),
+        )
+    })?;
+    Ok((raw, sources))
+}
+
+fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let mut problem = |key: &str, message: String| {
+        problems.push(ConfigProblem {
+            location: sources.locate(key),
+            key: key.to_owned(),
+            message,
+        });
+    };
+    let listen = raw.server.listen.parse::<SocketAddr>().unwrap_or_else(|e| {
+        problem(
+            "server.listen",
+            format!(
+                "`{}` is not an address like 127.0.0.1:8080: {e}",
+                raw.server.listen
+            ),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let positive = [
+        ("server.max_body_bytes", raw.server.max_body_bytes as u64),
+        (
+            "scripts.limits.max_operations",
+            raw.scripts.limits.max_operations,
+        ),
+        (
+            "delivery.max_alerts_per_notice",
+            raw.delivery.max_alerts_per_notice as u64,
+        ),
+        ("rule_defaults.budget", u64::from(raw.rule_defaults.budget)),
+    ];
+    for (key, value) in positive {
+        if value == 0 {
+            problem(key, "must be greater than 0".to_owned());
+        }
+    }
+    if raw.scripts.dirs.is_empty() {
+        problem(
+            "scripts.dirs",
+            "name at least one scripts directory".to_owned(),
+        );
+    }
+    let targets = validate_targets(&raw, &mut problem);
+    let known = |name: &str| raw.targets.contains_key(name);
+    let defined = || raw.targets.keys().cloned().collect::<Vec<_>>().join(", ");
+    if raw.routing.default_targets.is_empty() {
+        problem(
+            "routing.default_targets",
+            "name at least one target".to_owned(),
+        );
+    }
+    for name in &raw.routing.default_targets {
+        if !known(name) {
+            problem(
+                "routing.default_targets",
+                format!("no target named `{name}` (defined: {})", defined()),
+            );
+        }
+    }
+    for (i, route) in raw.routes.iter().enumerate() {
+        if route.targets.is_empty() {
+            problem(
+                &format!("routes.{i}.targets"),
+                "name at least one target".to_owned(),
+            );
+        }
+        for name in route.targets.iter().filter(|n| !known(n)) {
+            problem(
+                &format!("routes.{i}.targets"),
+                format!("no target named `{name}` (defined: {})", defined()),
+            );
+        }
+    }
+    let mut silences = Vec::new();
+    for (i, silence) in raw.silences.iter().enumerate() {
+        match parse_time_ms(&silence.ends_at) {
+            Some(ends_at_ms) => silences.push(Silence {
+                matcher: silence.matcher(),
+                ends_at_ms,
+                comment: silence.comment.clone(),
+            }),
+            None => problem(
+                &format!("silences.{i}.ends_at"),
+                format!(
+                    "`{}` is not an RFC 3339 time like 2026-12-01T00:00:00Z",
+                    silence.ends_at
+                ),
+            ),
+        }
+    }
+    let mut rule_policies = BTreeMap::new();
+    for (rule, policy) in &raw.rules {
+        if policy.budget == Some(0) {
+            problem(
+                &format!("rules.{rule}.budget"),
+                "must be greater than 0".to_owned(),
+            );
+        }
+        rule_policies.insert(
+            rule.clone(),
+            RulePolicy {
+                dedup_window: policy
+                    .dedup_window
+                    .unwrap_or(raw.rule_defaults.dedup_window),
+                budget: policy.budget.unwrap_or(raw.rule_defaults.budget),
+                budget_window: policy
+                    .budget_window
+                    .unwrap_or(raw.rule_defaults.budget_window),
+            },
+        );
+    }
+    if !problems.is_empty() {
+        return Err(ConfigError(problems));
+    }
+    let d = &raw.delivery;
+    Ok(Config {
+        source: sources.path.clone(),
+        cluster_name: raw.cluster_name,
+        listen,
+        max_body_bytes: raw.server.max_body_bytes,
+        script_dirs: raw.scripts.dirs,
+        limits: raw.scripts.limits,
+        targets,
+        pipeline: PipelineSettings {
+            routes: raw.routes,
+            silences,
+            default_targets: raw.routing.default_targets,
+            rule_defaults: raw.rule_defaults,
+            rule_policies,
+        },
+        delivery: DeliveryPolicy {
+            retry_base: d.retry_base,
+            retry_cap: d.retry_cap,
+            retry_budget: d.retry_budget,
+            max_alerts_per_notice: d.max_alerts_per_notice,
+            poll_interval: d.poll_interval,
+        },
+        drain_timeout: d.drain_timeout,
+        outbox_path: raw.outbox.path,
+    })
+}
+
+/// Every target resolved and paced; a fallback must lead to a usable target.
+fn validate_targets(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> Targets {
+    let mut out = Targets::default();
+    for (name, target) in &raw.targets {
+        match targets::resolve_target(target) {
+            Ok(t) => {
+                out.by_name.insert(name.clone(), t);
+            }
+            Err((key, message)) => problem(&format!("targets.{name}.{key}"), message),
+        }
+        match targets::pacing(target, &raw.delivery) {
+            Ok(p) => {
+                out.pacing.insert(name.clone(), p);
+            }
+            Err((key, message)) => problem(&format!("targets.{name}.{key}"), message),
+        }
+    }
+    for (name, target) in &out.by_name {
+        if let Target::Fallback { to, .. } = target {
+            match out.by_name.get(to) {
+                None if !raw.targets.contains_key(to) => problem(
+                    &format!("targets.{name}.fallback"),
+                    format!("no target named `{to}`"),
+                ),
+                Some(Target::Fallback { .. }) => problem(
+                    &format!("targets.{name}.fallback"),
+                    format!("`{to}` is itself unusable; fall back to a usable target"),
+                ),
+                _ => {}
+            }
+        }
+    }
+    out
+}

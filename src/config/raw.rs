@@ -1,0 +1,357 @@
+//! The configuration as written: serde types for the TOML file and the environment, with
+//! their defaults. Every table refuses unknown keys, so a typo is reported with its line.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::notify::ConsoleFormat;
+use crate::pipeline::{Matcher, Route, RulePolicy};
+use crate::rules::ScriptLimits;
+
+/// The file as written, before validation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    /// Name shown on every alert.
+    pub cluster_name: String,
+    /// `[server]`.
+    pub server: RawServer,
+    /// `[scripts]`.
+    pub scripts: RawScripts,
+    /// `[outbox]`.
+    pub outbox: RawOutbox,
+    /// `[delivery]`.
+    pub delivery: RawDelivery,
+    /// `[routing]`.
+    pub routing: RawRouting,
+    /// `[[routes]]`.
+    pub routes: Vec<Route>,
+    /// `[[silences]]`.
+    pub silences: Vec<RawSilence>,
+    /// `[rule_defaults]`.
+    pub rule_defaults: RulePolicy,
+    /// `[rules.NAME]`.
+    pub rules: BTreeMap<String, RawRulePolicy>,
+    /// `[targets.NAME]`.
+    pub targets: BTreeMap<String, RawTarget>,
+}
+
+/// `[server]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawServer {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// `[scripts]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawScripts {
+    /// Directories whose `*.rhai` files are the rules.
+    pub dirs: Vec<PathBuf>,
+    /// `[scripts.limits]`.
+    pub limits: ScriptLimits,
+}
+
+/// `[outbox]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawOutbox {
+    /// Data directory holding `outbox.redb`.
+    pub path: PathBuf,
+}
+
+/// `[delivery]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawDelivery {
+    /// Grouping window of targets that set none.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+    /// Most alerts in one notice.
+    pub max_alerts_per_notice: usize,
+    /// First retry delay (doubles per attempt, with jitter).
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_cap: Duration,
+    /// How long failures are retried before the alert is dead-lettered.
+    #[serde(with = "humantime_serde")]
+    pub retry_budget: Duration,
+    /// How long shutdown may spend sending what is due.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// How often an idle target checks for entries another process stored.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+}
+
+/// `[routing]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRouting {
+    /// Targets for alerts that name none and match no route.
+    pub default_targets: Vec<String>,
+}
+
+/// `[[silences]]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSilence {
+    /// Rule name globs; empty: any rule.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Lowest severity silenced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_severity: Option<crate::rules::Severity>,
+    /// Labels an alert must carry to be silenced.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// End of the silence, RFC 3339 (`2026-12-01T00:00:00Z`).
+    pub ends_at: String,
+    /// Why; shown by `klaxon check`.
+    #[serde(default)]
+    pub comment: String,
+}
+
+impl RawSilence {
+    /// The alerts it applies to.
+    pub fn matcher(&self) -> Matcher {
+        Matcher {
+            rules: self.rules.clone(),
+            min_severity: self.min_severity,
+            labels: self.labels.clone(),
+        }
+    }
+}
+
+/// `[rules.NAME]` as written: overrides of `[rule_defaults]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawRulePolicy {
+    /// Dedup window of this rule.
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dedup_window: Option<Duration>,
+    /// Alerts per budget window.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u32>,
+    /// The budget's window.
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub budget_window: Option<Duration>,
+}
+
+/// The kinds of target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetType {
+    /// Print to stdout.
+    Console,
+    /// Post to a Slack incoming webhook.
+    Slack,
+    /// Send mail over SMTP.
+    Email,
+    /// POST JSON (or a template) to any HTTP endpoint.
+    Http,
+}
+
+impl TargetType {
+    /// The name used in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetType::Console => "console",
+            TargetType::Slack => "slack",
+            TargetType::Email => "email",
+            TargetType::Http => "http",
+        }
+    }
+}
+
+/// `[targets.NAME]` as written. One flat table for every kind (so that a typo is located
+/// to its line); validation refuses keys that do not apply to the `type`. Secrets come as
+/// the value, `…_env` (an environment variable's name) or `…_file`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTarget {
+    /// `console`, `slack`, `email` or `http`.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TargetType>,
+    /// Grouping window of this target.
+    #[serde(
+        with = "humantime_serde::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub group_wait: Option<Duration>,
+    /// Notices per second (slack default 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
+    /// Notices at once after a quiet spell (slack default 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+    /// Timeout of one delivery, in seconds (default 10).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+    /// Target that receives this one's alerts while its secret is not set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+
+    /// console: `human` or `json`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<ConsoleFormat>,
+
+    /// slack: the incoming webhook URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    /// slack: environment variable holding the webhook URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url_env: Option<String>,
+    /// slack: file holding the webhook URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url_file: Option<PathBuf>,
+
+    /// email: SMTP server host name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+    /// email: SMTP port (default 587 for starttls, 465 for implicit, 25 for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_port: Option<u16>,
+    /// email: `starttls` (default), `implicit` or `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security: Option<String>,
+    /// email: SMTP user name (auth when a password is set too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// email: SMTP password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// email: environment variable holding the SMTP password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// email: file holding the SMTP password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// email: sender mailbox (`klaxon <klaxon@example.com>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// email: recipients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<Vec<String>>,
+    /// email: copy recipients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cc: Option<Vec<String>>,
+    /// email: subject template (minijinja, notice payload as context).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// email and http: extra CA certificate (PEM) to trust.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+
+    /// http: the receiver's URL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// http: extra request headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub headers: Option<BTreeMap<String, String>>,
+    /// http: bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// http: environment variable holding the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// http: file holding the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// http: basic-auth user name (with `password…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_username: Option<String>,
+    /// http: body template (minijinja); absent: the JSON payload of docs/PAYLOAD.md.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_template: Option<String>,
+    /// http: Content-Type of a templated body (default `application/json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        Self {
+            cluster_name: "kubernetes".to_owned(),
+            server: RawServer::default(),
+            scripts: RawScripts::default(),
+            outbox: RawOutbox::default(),
+            delivery: RawDelivery::default(),
+            routing: RawRouting::default(),
+            routes: Vec::new(),
+            silences: Vec::new(),
+            rule_defaults: RulePolicy::default(),
+            rules: BTreeMap::new(),
+            targets: BTreeMap::from([(
+                "console".to_owned(),
+                RawTarget {
+                    kind: Some(TargetType::Console),
+                    ..RawTarget::default()
+                },
+            )]),
+        }
+    }
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".to_owned(),
+            max_body_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Default for RawScripts {
+    fn default() -> Self {
+        Self {
+            dirs: vec![PathBuf::from("scripts")],
+            limits: ScriptLimits::default(),
+        }
+    }
+}
+
+impl Default for RawOutbox {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("data"),
+        }
+    }
+}
+
+impl Default for RawDelivery {
+    fn default() -> Self {
+        Self {
+            group_wait: Duration::from_secs(10),
+            max_alerts_per_notice: 100,
+            retry_base: Duration::from_secs(1),
+            retry_cap: Duration::from_secs(300),
+            retry_budget: Duration::from_secs(24 * 3600),
+            drain_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for RawRouting {
+    fn default() -> Self {
+        Self {
+            default_targets: vec!["console".to_owned()],
+        }
+    }
+}

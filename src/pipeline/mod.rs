@@ -1,0 +1,358 @@
+//! Pipeline: what happens to a candidate alert before it is stored for delivery —
+//! silence → dedup → per-rule budget → routing to concrete targets.
+//!
+//! Clocked by the caller: `serve` passes the wall clock, `dry-run` and `replay` the event's
+//! time, so a replay shows the decisions that day would have produced. Owns the dedup and
+//! budget state (bounded; see [`MAX_DEDUP_KEYS`]); calls `rules` (types), `notify`
+//! (targets) and `telemetry`.
+
+mod policy;
+mod replay;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use policy::{Matcher, PipelineSettings, Route, RulePolicy, Silence};
+pub use replay::{Replay, Report, RuleTally, TargetTally, TimedNotice};
+
+use crate::notify::{Target, Targets};
+use crate::rules::{Alert, Severity};
+use crate::telemetry;
+
+/// Dedup keys kept at most; past it the oldest windows are forgotten first.
+pub const MAX_DEDUP_KEYS: usize = 100_000;
+
+/// Examples of folded alerts kept per rule for its budget digest.
+pub const DIGEST_EXAMPLES: usize = 3;
+
+/// Label set on budget digests.
+pub const DIGEST_LABEL: &str = "klaxon_digest";
+
+/// What became of one candidate alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Stored for delivery to its targets.
+    Admitted,
+    /// Same dedup key within its window: counted, shown on the next notice.
+    Deduplicated,
+    /// Matched an active silence.
+    Silenced,
+    /// Over its rule's budget: folded into the rule's next digest.
+    Folded,
+}
+
+impl Outcome {
+    /// Lowercase name for metrics and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Admitted => "admitted",
+            Outcome::Deduplicated => "deduplicated",
+            Outcome::Silenced => "silenced",
+            Outcome::Folded => "folded",
+        }
+    }
+}
+
+/// An alert bound for one concrete target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The target that will send it (fallbacks already followed).
+    pub target: String,
+    /// The alert, with its effective dedup and group keys filled in.
+    pub alert: Alert,
+}
+
+/// The result of admitting a set of alerts.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// What to store for delivery: admitted alerts and any budget digests now due.
+    pub deliveries: Vec<Delivery>,
+    /// One `(rule, outcome)` per input alert, in input order.
+    pub outcomes: Vec<(String, Outcome)>,
+}
+
+struct DedupEntry {
+    window_start: i64,
+    window: i64,
+    suppressed: u64,
+}
+
+#[derive(Default)]
+struct Budget {
+    window_start: i64,
+    sent: u32,
+    folded: u64,
+    examples: Vec<String>,
+    severity: Severity,
+    first_folded: Option<Alert>,
+}
+
+#[derive(Default)]
+struct State {
+    dedup: HashMap<String, DedupEntry>,
+    budgets: HashMap<String, Budget>,
+    since_sweep: usize,
+}
+
+/// The admission stage, shared by every batch.
+pub struct Pipeline {
+    settings: PipelineSettings,
+    targets: Arc<Targets>,
+    state: Mutex<State>,
+}
+
+impl Pipeline {
+    /// A pipeline with empty state.
+    pub fn new(settings: PipelineSettings, targets: Arc<Targets>) -> Self {
+        Self {
+            settings,
+            targets,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// The targets it routes to.
+    pub fn targets(&self) -> &Targets {
+        &self.targets
+    }
+
+    /// Admits `alerts` at `now_ms` (milliseconds since the Unix epoch), after emitting any
+    /// budget digest whose window has ended by then.
+    pub fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Admission {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Admission {
+            deliveries: self.due_digests_locked(&mut state, now_ms),
+            outcomes: Vec::with_capacity(alerts.len()),
+        };
+        for mut alert in alerts {
+            fill_keys(&mut alert);
+            let outcome = self.decide(&mut state, &mut alert, now_ms);
+            telemetry::alert_outcome(&alert.rule, outcome.as_str());
+            if outcome == Outcome::Admitted {
+                let deliveries = self.route(&alert);
+                out.deliveries.extend(deliveries);
+            }
+            out.outcomes.push((alert.rule, outcome));
+        }
+        state.since_sweep += out.outcomes.len();
+        if state.since_sweep >= 1024 || state.dedup.len() > MAX_DEDUP_KEYS {
+            sweep(&mut state, now_ms);
+        }
+        out
+    }
+
+    /// Budget digests whose window has ended by `now_ms`.
+    pub fn due_digests(&self, now_ms: i64) -> Vec<Delivery> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.due_digests_locked(&mut state, now_ms)
+    }
+
+    /// Every pending budget digest, due or not (end of a replay).
+    pub fn flush(&self) -> Vec<Delivery> {
+        self.due_digests(i64::MAX)
+    }
+
+    fn decide(&self, state: &mut State, alert: &mut Alert, now_ms: i64) -> Outcome {
+        if self
+            .settings
+            .silences
+            .iter()
+            .any(|s| now_ms < s.ends_at_ms && s.matcher.matches(alert))
+        {
+            return Outcome::Silenced;
+        }
+        let policy = self.settings.policy(&alert.rule);
+        let key = format!("{}\u{1f}{}", alert.rule, alert.dedup_key);
+        let window = millis(policy.dedup_window);
+        match state.dedup.get_mut(&key) {
+            Some(entry) if now_ms < entry.window_start.saturating_add(entry.window) => {
+                entry.suppressed += 1;
+                return Outcome::Deduplicated;
+            }
+            Some(entry) => {
+                alert.suppressed = entry.suppressed;
+                *entry = DedupEntry {
+                    window_start: now_ms,
+                    window,
+                    suppressed: 0,
+                };
+            }
+            None => {
+                state.dedup.insert(
+                    key,
+                    DedupEntry {
+                        window_start: now_ms,
+                        window,
+                        suppressed: 0,
+                    },
+                );
+            }
+        }
+        let budget = state.budgets.entry(alert.rule.clone()).or_default();
+        if budget.sent == 0 && budget.folded == 0 {
+            budget.window_start = now_ms;
+        }
+        if budget.sent < policy.budget {
+            budget.sent += 1;
+            return Outcome::Admitted;
+        }
+        budget.folded += 1;
+        budget.severity = budget.severity.max(alert.severity);
+        if budget.examples.len() < DIGEST_EXAMPLES {
+            budget.examples.push(alert.title.clone());
+        }
+        if budget.first_folded.is_none() {
+            budget.first_folded = Some(alert.clone());
+        }
+        Outcome::Folded
+    }
+
+    fn due_digests_locked(&self, state: &mut State, now_ms: i64) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        let mut due: Vec<(&String, &mut Budget)> = state
+            .budgets
+            .iter_mut()
+            .filter(|(rule, b)| {
+                let window = millis(self.settings.policy(rule).budget_window);
+                (b.sent > 0 || b.folded > 0) && now_ms >= b.window_start.saturating_add(window)
+            })
+            .collect();
+        due.sort_by(|a, b| a.0.cmp(b.0));
+        for (rule, budget) in due {
+            let policy = self.settings.policy(rule);
+            let taken = std::mem::take(budget);
+            if let Some(digest) = digest(rule, &policy, taken) {
+                out.extend(self.route(&digest));
+            }
+        }
+        out
+    }
+
+    /// The target names an alert asks for: its own `targets` (those the config knows), else
+    /// the matching routes, else the defaults. Fallbacks are not followed yet.
+    pub fn requested_targets<'a>(&'a self, alert: &'a Alert) -> Vec<&'a str> {
+        let mut names: Vec<&str> = Vec::new();
+        for name in &alert.targets {
+            if self.targets.by_name.contains_key(name) {
+                names.push(name);
+            } else {
+                tracing::warn!(rule = %alert.rule, target = %name, "alert names an unknown target; routing it by the config instead");
+                telemetry::unknown_target(&alert.rule);
+            }
+        }
+        if names.is_empty() {
+            for route in &self.settings.routes {
+                if route.matcher().matches(alert) {
+                    names.extend(route.targets.iter().map(String::as_str));
+                    if !route.continue_matching {
+                        break;
+                    }
+                }
+            }
+        }
+        if names.is_empty() {
+            names.extend(self.settings.default_targets.iter().map(String::as_str));
+        }
+        names
+    }
+
+    /// One delivery per concrete target of `alert`: fallbacks followed, each target once.
+    fn route(&self, alert: &Alert) -> Vec<Delivery> {
+        let mut concrete: Vec<&str> = Vec::new();
+        for name in self.requested_targets(alert) {
+            if let Some((resolved, target)) = self.targets.resolve(name)
+                && !matches!(target, Target::Fallback { .. })
+                && !concrete.contains(&resolved)
+            {
+                concrete.push(resolved);
+            }
+        }
+        concrete
+            .into_iter()
+            .map(|target| Delivery {
+                target: target.to_owned(),
+                alert: alert.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Default keys: dedup by rule and title, group by rule and namespace.
+fn fill_keys(alert: &mut Alert) {
+    if alert.dedup_key.is_empty() {
+        alert.dedup_key = alert.title.clone();
+    }
+    if alert.group_key.is_empty() {
+        alert.group_key = format!("{}/{}", alert.rule, alert.context.namespace);
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The digest for a rule's folded alerts, or nothing when none were folded.
+fn digest(rule: &str, policy: &RulePolicy, budget: Budget) -> Option<Alert> {
+    let mut alert = budget.first_folded?;
+    let window = humantime::format_duration(policy.budget_window);
+    alert.title = format!("{rule} fired {} more times", budget.folded);
+    alert.text = format!(
+        "Over its budget of {} alerts per {window}; examples:\n{}",
+        policy.budget,
+        budget
+            .examples
+            .iter()
+            .map(|t| format!("• {t}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    alert.severity = budget.severity;
+    alert.fields = [
+        ("folded".to_owned(), budget.folded.to_string()),
+        (
+            "budget".to_owned(),
+            format!("{} per {window}", policy.budget),
+        ),
+    ]
+    .into();
+    alert
+        .labels
+        .insert(DIGEST_LABEL.to_owned(), "budget".to_owned());
+    alert.dedup_key = format!("{rule} budget digest");
+    alert.group_key = format!("{rule}/budget");
+    alert.suppressed = 0;
+    Some(alert)
+}
+
+/// Forgets dedup windows that ended with nothing suppressed, or ended a day ago; then, past
+/// [`MAX_DEDUP_KEYS`], the oldest.
+fn sweep(state: &mut State, now_ms: i64) {
+    const DAY_MS: i64 = 24 * 3600 * 1000;
+    state.since_sweep = 0;
+    state.dedup.retain(|_, e| {
+        let end = e.window_start.saturating_add(e.window);
+        now_ms < end || (e.suppressed > 0 && now_ms < end.saturating_add(DAY_MS))
+    });
+    if state.dedup.len() > MAX_DEDUP_KEYS {
+        let mut starts: Vec<i64> = state.dedup.values().map(|e| e.window_start).collect();
+        starts.sort_unstable();
+        let cutoff = starts[state.dedup.len() - MAX_DEDUP_KEYS];
+        state.dedup.retain(|_, e| e.window_start >= cutoff);
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the wall clock.
+pub fn wall_clock_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    millis(now)
+}
+
+/// An RFC 3339 timestamp (the audit event's `stageTimestamp`) in milliseconds since the epoch.
+pub fn parse_time_ms(rfc3339: &str) -> Option<i64> {
+    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
+        .ok()?;
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+}
