@@ -9,14 +9,13 @@ use std::time::Duration;
 use klaxon::config::Config;
 use klaxon::notify::{ConsoleFormat, DeliveryPolicy, Secret, SlackSettings, Target, Targets};
 use klaxon::pipeline::PipelineSettings;
-use klaxon::rules::{Ruleset, ScriptLimits};
-use klaxon::server::Server;
+use klaxon::rules::ScriptLimits;
 use metrics_util::debugging::DebuggingRecorder;
 use serde_json::{Value, json};
+use support::klaxon::start;
 use support::metrics::counter;
 use support::slack::SlackStandIn;
 use tempfile::TempDir;
-use tokio::sync::oneshot;
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -50,32 +49,6 @@ fn config(slack_url: &str, max_body_bytes: usize, data: &TempDir) -> Config {
         delivery: DeliveryPolicy::default(),
         drain_timeout: Duration::from_secs(10),
         outbox_path: data.path().to_path_buf(),
-    }
-}
-
-/// A server running on an ephemeral port, stopped through `stop`.
-struct Running {
-    base: String,
-    stop: oneshot::Sender<()>,
-    done: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn start(config: &Config) -> Running {
-    let rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
-    let server = Server::bind(config, rules).await.unwrap();
-    let base = format!("http://{}", server.local_addr().unwrap());
-    let (stop, stopped) = oneshot::channel();
-    let done = tokio::spawn(server.run(async {
-        let _ = stopped.await;
-    }));
-    Running { base, stop, done }
-}
-
-impl Running {
-    /// Stops accepting, finishes delivery, and returns once everything queued went out.
-    async fn shutdown(self) {
-        self.stop.send(()).unwrap();
-        self.done.await.unwrap().unwrap();
     }
 }
 

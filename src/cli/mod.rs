@@ -4,6 +4,7 @@
 
 mod check;
 mod dry_run;
+mod outbox;
 mod serve;
 
 use std::io::IsTerminal as _;
@@ -58,6 +59,9 @@ enum Command {
     Replay(dry_run::Args),
     /// Validate the config and compile every script.
     Check,
+    /// Inspect and manage the outbox (pending deliveries and dead letters).
+    #[command(subcommand)]
+    Outbox(outbox::Command),
 }
 
 /// Parses the command line and runs it.
@@ -95,6 +99,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run::run(&config, args, dry_run::Mode::Replay)
         }
         Command::Check => Ok(check::run(&cli.config, &cli.scripts)),
+        Command::Outbox(ref command) => {
+            let config = load_config(&cli.config, &cli.scripts)?;
+            outbox::run(&config, command)
+        }
     }
 }
 

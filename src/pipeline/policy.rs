@@ -79,7 +79,7 @@ pub struct Silence {
 
 /// Dedup and budget policy of one rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct RulePolicy {
     /// Alerts with the same dedup key within this window are one incident.
     #[serde(with = "humantime_serde")]

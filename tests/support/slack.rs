@@ -1,14 +1,18 @@
 //! A local stand-in for a Slack incoming webhook that behaves like Slack: it checks the
-//! content type and Block Kit limits, answers `ok` (200) or `invalid_blocks` (400), and
-//! records every accepted message.
+//! content type and Block Kit limits (400 `invalid_blocks`), allows about one message per
+//! second with a burst of 3 (429 with `Retry-After` and `{"ok":false,"error":"rate_limited"}`),
+//! can be made unavailable (503) or removed (404 `no_service`, 410 `channel_is_archived`),
+//! and records every accepted message.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -16,10 +20,36 @@ use tokio::sync::Notify;
 /// The path of the stand-in's webhook, shaped like Slack's.
 pub const WEBHOOK_PATH: &str = "/services/T0000000/B0000000/XXXXXXXXXXXXXXXXXXXXXXXX";
 
-#[derive(Default)]
+/// How the stand-in answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Like Slack on a good day.
+    Up,
+    /// 503 for the next `n` requests, then up again.
+    Unavailable(usize),
+    /// 404 `no_service`: the webhook was removed.
+    Removed,
+    /// 410 `channel_is_archived`.
+    Archived,
+}
+
+/// Slack's per-webhook limit: about 1 per second, bursts of 3 (a little slack for jitter).
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+const RATE_PER_SEC: f64 = 1.0;
+const BURST: f64 = 3.0;
+const GRACE: f64 = 0.1;
+
 struct Inner {
+    requests: Mutex<usize>,
     accepted: Mutex<Vec<Value>>,
     rejected: Mutex<Vec<String>>,
+    rate_limited: Mutex<usize>,
+    mode: Mutex<Mode>,
+    bucket: Mutex<Bucket>,
     changed: Notify,
 }
 
@@ -33,7 +63,18 @@ pub struct SlackStandIn {
 impl SlackStandIn {
     /// Starts the stand-in on an ephemeral loopback port.
     pub async fn start() -> Self {
-        let inner = Arc::new(Inner::default());
+        let inner = Arc::new(Inner {
+            requests: Mutex::default(),
+            accepted: Mutex::default(),
+            rejected: Mutex::default(),
+            rate_limited: Mutex::default(),
+            mode: Mutex::new(Mode::Up),
+            bucket: Mutex::new(Bucket {
+                tokens: BURST,
+                at: Instant::now(),
+            }),
+            changed: Notify::new(),
+        });
         let app = Router::new()
             .route(WEBHOOK_PATH, post(webhook))
             .with_state(inner.clone());
@@ -53,9 +94,30 @@ impl SlackStandIn {
         self.inner.accepted.lock().unwrap().clone()
     }
 
-    /// Reasons for messages refused so far.
+    /// Reasons for messages refused so far (not counting rate limiting and outages).
     pub fn rejections(&self) -> Vec<String> {
         self.inner.rejected.lock().unwrap().clone()
+    }
+
+    /// How many 429s it answered.
+    pub fn rate_limited(&self) -> usize {
+        *self.inner.rate_limited.lock().unwrap()
+    }
+
+    /// Changes how it answers from now on.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.inner.mode.lock().unwrap() = mode;
+    }
+
+    /// Waits until at least `n` requests arrived, whatever the answer.
+    pub async fn wait_for_requests(&self, n: usize) {
+        loop {
+            let notified = self.inner.changed.notified();
+            if *self.inner.requests.lock().unwrap() >= n {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until at least `n` messages were accepted.
@@ -71,16 +133,43 @@ impl SlackStandIn {
     }
 }
 
-async fn webhook(
-    State(inner): State<Arc<Inner>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (StatusCode, &'static str) {
-    let verdict = check(&headers, &body);
-    let answer = match verdict {
+async fn webhook(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let answer = answer(&inner, &headers, &body);
+    inner.changed.notify_waiters();
+    answer
+}
+
+fn answer(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Response {
+    *inner.requests.lock().unwrap() += 1;
+    {
+        let mut mode = inner.mode.lock().unwrap();
+        match *mode {
+            Mode::Up => {}
+            Mode::Unavailable(n) => {
+                *mode = if n <= 1 {
+                    Mode::Up
+                } else {
+                    Mode::Unavailable(n - 1)
+                };
+                return (StatusCode::SERVICE_UNAVAILABLE, "service_unavailable").into_response();
+            }
+            Mode::Removed => return (StatusCode::NOT_FOUND, "no_service").into_response(),
+            Mode::Archived => return (StatusCode::GONE, "channel_is_archived").into_response(),
+        }
+    }
+    if !take_token(&inner.bucket) {
+        *inner.rate_limited.lock().unwrap() += 1;
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1"), ("content-type", "application/json")],
+            r#"{"ok":false,"error":"rate_limited"}"#,
+        )
+            .into_response();
+    }
+    match check(headers, body) {
         Ok(message) => {
             inner.accepted.lock().unwrap().push(message);
-            (StatusCode::OK, "ok")
+            (StatusCode::OK, "ok").into_response()
         }
         Err((status, error, why)) => {
             inner
@@ -88,11 +177,24 @@ async fn webhook(
                 .lock()
                 .unwrap()
                 .push(format!("{error}: {why}"));
-            (status, error)
+            (status, error).into_response()
         }
-    };
-    inner.changed.notify_waiters();
-    answer
+    }
+}
+
+/// Takes one token from Slack's bucket, refilled at its rate; false when empty.
+fn take_token(bucket: &Mutex<Bucket>) -> bool {
+    let mut b = bucket.lock().unwrap();
+    let now = Instant::now();
+    let refill = now.duration_since(b.at).as_secs_f64() * RATE_PER_SEC;
+    b.tokens = (b.tokens + refill).min(BURST);
+    b.at = now;
+    if b.tokens + GRACE >= 1.0 {
+        b.tokens -= 1.0;
+        true
+    } else {
+        false
+    }
 }
 
 type Refusal = (StatusCode, &'static str, String);

@@ -1,0 +1,66 @@
+//! Running klaxon's server in-process for tests: config from TOML text, an ephemeral port,
+//! and a shutdown that drains delivery.
+
+use std::path::Path;
+
+use klaxon::config::{self, Config};
+use klaxon::rules::Ruleset;
+use klaxon::server::Server;
+use tokio::sync::oneshot;
+
+/// Writes `toml` to `dir/klaxon.toml` and loads it as klaxon would.
+pub fn config_from(toml: &str, dir: &Path) -> Config {
+    let path = dir.join("klaxon.toml");
+    std::fs::write(&path, toml).unwrap();
+    config::load(Some(&path)).unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+/// Writes each `(name, source)` as `dir/scripts/NAME.rhai`.
+pub fn scripts(dir: &Path, scripts: &[(&str, &str)]) {
+    let scripts_dir = dir.join("scripts");
+    std::fs::create_dir_all(&scripts_dir).unwrap();
+    for (name, source) in scripts {
+        std::fs::write(scripts_dir.join(format!("{name}.rhai")), source).unwrap();
+    }
+}
+
+/// A server running on an ephemeral port.
+pub struct Running {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the server of `config` with its scripts.
+pub async fn start(config: &Config) -> Running {
+    let rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
+    let server = Server::bind(config, rules).await.unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running { base, stop, done }
+}
+
+impl Running {
+    /// POSTs `body` to `/audit` and returns the status.
+    pub async fn post(&self, body: String) -> u16 {
+        reqwest::Client::new()
+            .post(format!("{}/audit", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    /// Stops accepting, drains delivery, and returns once the server has stopped.
+    pub async fn shutdown(self) {
+        self.stop.send(()).unwrap();
+        self.done.await.unwrap().unwrap();
+    }
+}
