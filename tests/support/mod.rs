@@ -1,5 +1,7 @@
-//! Shared test support: a local stand-in for Slack's incoming webhooks.
+//! Shared test support: a local stand-in for Slack's incoming webhooks and a generic HTTP
+//! receiver.
 #![allow(dead_code)]
 
+pub mod klaxon;
 pub mod metrics;
 pub mod slack;
