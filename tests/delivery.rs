@@ -233,3 +233,86 @@ async fn a_removed_webhook_dead_letters_and_outbox_retry_delivers_it() {
     assert_eq!(title(&messages[0]), "e-0000");
     assert!(list(false).contains("pending: 0\ndead letters: 0"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_receiver_refusing_with_400_dead_letters_and_retry_by_id_delivers() {
+    use support::receiver::{Answer, Receiver};
+    let receiver = Receiver::start().await;
+    receiver.answer(Answer::new(400, "bad payload"));
+    let dir = TempDir::new().unwrap();
+    scripts(
+        dir.path(),
+        &[("each", r#"alert(#{ title: event.auditID });"#)],
+    );
+    let config_text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[scripts]
+dirs = ["{dir}/scripts"]
+[outbox]
+path = "{dir}/data"
+[delivery]
+group_wait = "0s"
+poll_interval = "100ms"
+[routing]
+default_targets = ["hook"]
+[targets.hook]
+type = "http"
+url = "{url}"
+headers = {{ "X-Team" = "platform" }}
+bearer_token_file = "{dir}/token"
+"#,
+        dir = dir.path().display(),
+        url = receiver.url("/hook")
+    );
+    std::fs::write(dir.path().join("token"), "s3cret\n").unwrap();
+    let config = config_from(&config_text, dir.path());
+    let server = start(&config).await;
+    assert_eq!(server.post(events(1, &["ns"])).await, 200);
+    let first = receiver.wait_for(1).await;
+    assert_eq!(first[0].header("authorization"), "Bearer s3cret");
+    assert_eq!(first[0].header("x-team"), "platform");
+    assert_eq!(first[0].json()["version"], "klaxon.v1");
+    assert_eq!(first[0].json()["alerts"][0]["title"], "e-0000");
+
+    let config_path = dir.path().join("klaxon.toml");
+    let list = || {
+        let out = cargo_bin_cmd!("klaxon")
+            .args([
+                "--config",
+                config_path.to_str().unwrap(),
+                "outbox",
+                "list",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let dead_id = loop {
+        let listed = list();
+        if let Some(line) = listed.lines().find(|l| l.contains(r#""state":"dead""#)) {
+            let letter: Value = serde_json::from_str(line).unwrap();
+            assert!(
+                letter["letter"]["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("HTTP 400")
+            );
+            break letter["letter"]["entry"]["id"].as_u64().unwrap();
+        }
+        tokio::task::yield_now().await;
+    };
+
+    receiver.answer(Answer::new(200, "ok"));
+    cargo_bin_cmd!("klaxon")
+        .args(["--config", config_path.to_str().unwrap(), "outbox", "retry"])
+        .arg(dead_id.to_string())
+        .assert()
+        .success();
+    let all = receiver.wait_for(2).await;
+    server.shutdown().await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[1].json()["alerts"][0]["title"], "e-0000");
+}

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use klaxon::notify::{ConsoleFormat, Pacing, Rate, Render, Target, Targets};
+use klaxon::notify::{ConsoleFormat, Pacing, Rate, Target, Targets};
 use klaxon::pipeline::{
     Matcher, Outcome, Pipeline, PipelineSettings, Replay, Route, RulePolicy, Silence,
 };
@@ -218,7 +218,7 @@ fn routes_match_in_order_and_fallbacks_are_followed() {
         Target::Fallback {
             to: "console".to_owned(),
             reason: "unset".to_owned(),
-            renders_as: Render::Slack,
+            unconfigured: Box::new(Target::Console(ConsoleFormat::Json)),
         },
     );
     let targets = Arc::new(Targets {

@@ -16,7 +16,7 @@ use clap::ValueEnum;
 
 use crate::audit::{self, Location};
 use crate::config::Config;
-use crate::notify::{self, ConsoleFormat, Render, Target, Targets};
+use crate::notify::{self, ConsoleFormat, Target, Targets};
 use crate::pipeline::{Outcome, Replay, Report, TimedNotice, parse_time_ms};
 use crate::rules::{Alert, Ruleset};
 
@@ -143,14 +143,17 @@ fn print_notices(
     out: &mut impl std::io::Write,
     notices: Vec<TimedNotice>,
     mode: Mode,
-    render: Option<(&str, Render)>,
+    render: Option<(&str, &Target)>,
     format: Format,
 ) -> std::io::Result<()> {
     for timed in notices {
         let notice = &timed.notice;
         match (render, mode, format) {
-            (Some((name, render)), _, _) if notice.target == name => {
-                writeln!(out, "{}", notify::payload(render, notice))?;
+            (Some((name, target)), _, _) if notice.target == name => {
+                match notify::payload(target, notice) {
+                    Ok(text) => writeln!(out, "{text}")?,
+                    Err(err) => writeln!(out, "(cannot render: {err})")?,
+                }
             }
             (Some(_), _, _) | (None, Mode::DryRun, _) => {}
             (None, Mode::Replay, Format::Json) => writeln!(out, "{}", notice.payload())?,
@@ -204,9 +207,9 @@ fn destinations(replay: &Replay, targets: &Targets, alert: &Alert) -> String {
         .join(", ")
 }
 
-fn target_render(targets: &Targets, name: &str) -> anyhow::Result<Render> {
+fn target_render<'a>(targets: &'a Targets, name: &str) -> anyhow::Result<&'a Target> {
     match targets.by_name.get(name) {
-        Some(target) => Ok(target.render()),
+        Some(target) => Ok(target),
         None => bail!(
             "no target named `{name}` (defined: {})",
             targets

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::raw::{RawDelivery, RawTarget, TargetType};
-use crate::notify::{Pacing, Rate, Render, Secret, SlackSettings, Target};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::notify::template::{DEFAULT_FUEL, Template};
+use crate::notify::{HttpAuth, HttpSettings, Pacing, Rate, Secret, SlackSettings, Target};
 
 /// A problem with one key of a target: (key under the target, message).
 pub(super) type TargetProblem = (&'static str, String);
@@ -34,7 +37,7 @@ const APPLIES_TO: &[(&str, &[TargetType])] = {
         ("to", &[Email]),
         ("cc", &[Email]),
         ("subject", &[Email]),
-        ("ca_file", &[Email, Http]),
+        ("ca_file", &[Email]),
         ("url", &[Http]),
         ("headers", &[Http]),
         ("bearer_token", &[Http]),
@@ -109,36 +112,148 @@ pub(super) fn resolve_target(raw: &RawTarget) -> Result<Target, TargetProblem> {
                 &raw.webhook_url_env,
                 &raw.webhook_url_file,
             )?;
-            match url {
-                Some(url) => {
-                    check_url(url.expose()).map_err(|m| ("webhook_url", m))?;
-                    Ok(Target::Slack(SlackSettings {
-                        webhook_url: url,
-                        timeout,
-                    }))
-                }
-                None => unset(
+            let configured = url.is_some();
+            let webhook_url = url.unwrap_or_else(|| Secret::new(""));
+            if configured {
+                check_url(webhook_url.expose()).map_err(|m| ("webhook_url", m))?;
+            }
+            let target = Target::Slack(SlackSettings {
+                webhook_url,
+                timeout,
+            });
+            match configured {
+                true => Ok(target),
+                false => unset(
                     raw,
+                    target,
                     "webhook URL",
                     &raw.webhook_url_env,
-                    Render::Slack,
                     "webhook_url",
                 ),
             }
         }
-        TargetType::Email | TargetType::Http => Err((
+        TargetType::Http => http_target(raw, timeout),
+        TargetType::Email => Err((
             "type",
-            format!("{} targets are not available in this build", kind.as_str()),
+            "email targets are not available in this build".to_owned(),
         )),
+    }
+}
+
+/// An `http` target: URL, headers, auth (bearer or basic), optional body template.
+fn http_target(raw: &RawTarget, timeout: Duration) -> Result<Target, TargetProblem> {
+    let url_text = raw
+        .url
+        .as_deref()
+        .ok_or(("url", "missing: the receiver's http(s) URL".to_owned()))?;
+    check_url(url_text).map_err(|m| ("url", m))?;
+    let url = reqwest::Url::parse(url_text).map_err(|e| ("url", e.to_string()))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in raw.headers.iter().flatten() {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|e| ("headers", format!("`{name}` is not a header name: {e}")))?;
+        let value = HeaderValue::from_str(value).map_err(|e| {
+            (
+                "headers",
+                format!("value of `{name}` is not a header value: {e}"),
+            )
+        })?;
+        headers.insert(name, value);
+    }
+    let body_template = match &raw.body_template {
+        Some(source) => {
+            Some(Template::compile(source, DEFAULT_FUEL).map_err(|e| ("body_template", e))?)
+        }
+        None => None,
+    };
+    let content_type = match (&raw.content_type, &body_template) {
+        (Some(_), None) => {
+            return Err((
+                "content_type",
+                "applies only with body_template (the JSON payload is application/json)".to_owned(),
+            ));
+        }
+        (Some(ct), Some(_)) => {
+            HeaderValue::from_str(ct).map_err(|e| ("content_type", e.to_string()))?;
+            ct.clone()
+        }
+        (None, _) => crate::notify::http::DEFAULT_CONTENT_TYPE.to_owned(),
+    };
+    let (auth, missing) = http_auth(raw)?;
+    let target = Target::Http(Box::new(HttpSettings {
+        url,
+        headers,
+        auth,
+        timeout,
+        body_template,
+        content_type,
+    }));
+    match missing {
+        None => Ok(target),
+        Some((what, env, key)) => unset(raw, target, what, env, key),
+    }
+}
+
+/// A secret that is configured by name but not set: (what, its env var, its key).
+type Missing<'a> = Option<(&'static str, &'a Option<String>, &'static str)>;
+
+/// Bearer or basic auth (or none), and which secret is missing, if any.
+fn http_auth(raw: &RawTarget) -> Result<(HttpAuth, Missing<'_>), TargetProblem> {
+    let wants_bearer = raw.bearer_token.is_some()
+        || raw.bearer_token_env.is_some()
+        || raw.bearer_token_file.is_some();
+    match (&raw.basic_username, wants_bearer) {
+        (Some(_), true) => Err((
+            "basic_username",
+            "use either bearer_token… or basic_username with password…, not both".to_owned(),
+        )),
+        (Some(user), false) if user.contains(':') => {
+            Err(("basic_username", "must not contain `:`".to_owned()))
+        }
+        (Some(user), false) => {
+            let password = read_secret(
+                "password",
+                &raw.password,
+                &raw.password_env,
+                &raw.password_file,
+            )?;
+            let missing = password
+                .is_none()
+                .then_some(("password", &raw.password_env, "password"));
+            Ok((
+                HttpAuth::Basic {
+                    username: user.clone(),
+                    password: password.unwrap_or_else(|| Secret::new("")),
+                },
+                missing,
+            ))
+        }
+        (None, true) => {
+            let token = read_secret(
+                "bearer_token",
+                &raw.bearer_token,
+                &raw.bearer_token_env,
+                &raw.bearer_token_file,
+            )?;
+            let missing =
+                token
+                    .is_none()
+                    .then_some(("bearer token", &raw.bearer_token_env, "bearer_token"));
+            Ok((
+                HttpAuth::Bearer(token.unwrap_or_else(|| Secret::new(""))),
+                missing,
+            ))
+        }
+        (None, false) => Ok((HttpAuth::None, None)),
     }
 }
 
 /// A target whose secret is not set: its fallback, or an error.
 fn unset(
     raw: &RawTarget,
+    unconfigured: Target,
     what: &str,
     env: &Option<String>,
-    renders_as: Render,
     key: &'static str,
 ) -> Result<Target, TargetProblem> {
     let reason = match env {
@@ -149,7 +264,7 @@ fn unset(
         Some(to) => Ok(Target::Fallback {
             to: to.clone(),
             reason,
-            renders_as,
+            unconfigured: Box::new(unconfigured),
         }),
         None => Err((key, reason)),
     }

@@ -16,6 +16,7 @@ use std::fmt;
 
 pub use console::ConsoleFormat;
 pub use dispatch::{DeliveryPolicy, Dispatcher, Waker};
+pub use http::{HttpAuth, HttpSettings};
 pub use notice::{Notice, PAYLOAD_VERSION};
 pub use slack::SlackSettings;
 
@@ -50,41 +51,27 @@ pub enum Target {
     Console(ConsoleFormat),
     /// Post to a Slack incoming webhook.
     Slack(SlackSettings),
+    /// POST JSON or a template to an HTTP endpoint.
+    Http(Box<HttpSettings>),
     /// Not usable here (e.g. its secret is unset); its alerts go to another target.
     Fallback {
         /// The target that receives this one's alerts.
         to: String,
         /// Why this target is not usable, for logs and `klaxon check`.
         reason: String,
-        /// How the target would render its payload if it were usable (for dry-run).
-        renders_as: Render,
+        /// The target as configured, without its secret: dry-run renders its payloads.
+        unconfigured: Box<Target>,
     },
 }
 
-/// The payload format of a target kind, independent of its credentials.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Render {
-    /// The console's text or JSON line.
-    Console(ConsoleFormat),
-    /// Slack's Block Kit JSON body.
-    Slack,
-}
-
 impl Target {
-    /// The target's kind as written in config.
+    /// The target's kind as written in config (`slack` also when it falls back).
     pub fn kind(&self) -> &'static str {
-        match self.render() {
-            Render::Console(_) => "console",
-            Render::Slack => "slack",
-        }
-    }
-
-    /// How this target renders payloads.
-    pub fn render(&self) -> Render {
         match self {
-            Target::Console(format) => Render::Console(*format),
-            Target::Slack(_) => Render::Slack,
-            Target::Fallback { renders_as, .. } => *renders_as,
+            Target::Console(_) => "console",
+            Target::Slack(_) => "slack",
+            Target::Http(_) => "http",
+            Target::Fallback { unconfigured, .. } => unconfigured.kind(),
         }
     }
 }
@@ -148,6 +135,7 @@ impl Targets {
 pub(crate) enum Notifier {
     Console(ConsoleFormat),
     Slack(SlackSettings, reqwest::Client),
+    Http(Box<HttpSettings>, reqwest::Client),
 }
 
 impl Notifier {
@@ -156,6 +144,7 @@ impl Notifier {
         match target {
             Target::Console(format) => Some(Notifier::Console(*format)),
             Target::Slack(settings) => Some(Notifier::Slack(settings.clone(), client.clone())),
+            Target::Http(settings) => Some(Notifier::Http(settings.clone(), client.clone())),
             Target::Fallback { .. } => None,
         }
     }
@@ -172,6 +161,7 @@ impl Notifier {
             Notifier::Slack(settings, client) => {
                 slack::send(client, settings, &slack::notice_message(notice)).await
             }
+            Notifier::Http(settings, client) => http::send(client, settings, notice).await,
         }
     }
 }
@@ -250,12 +240,14 @@ impl SendError {
     }
 }
 
-/// The exact payload a target would receive for `notice`: the console's text or Slack's
-/// JSON body.
-pub fn payload(render: Render, notice: &Notice) -> String {
-    match render {
-        Render::Console(format) => console::render_notice(notice, format),
-        Render::Slack => slack::notice_message(notice).to_string(),
+/// The exact payload `target` would receive for `notice`: the console's text, Slack's
+/// JSON body, or the HTTP body (a fallback renders as the target it stands for).
+pub fn payload(target: &Target, notice: &Notice) -> Result<String, SendError> {
+    match target {
+        Target::Console(format) => Ok(console::render_notice(notice, *format)),
+        Target::Slack(_) => Ok(slack::notice_message(notice).to_string()),
+        Target::Http(settings) => http::body(settings, notice),
+        Target::Fallback { unconfigured, .. } => payload(unconfigured, notice),
     }
 }
 

@@ -169,6 +169,8 @@ fn store(outbox: &Outbox, deliveries: &[Delivery], now_ms: i64) -> Result<(), Ou
 pub fn http_client() -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("klaxon/", env!("CARGO_PKG_VERSION")))
+        // A redirected POST would turn into a bodiless GET and look delivered: refuse it.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
 }
 

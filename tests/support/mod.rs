@@ -4,4 +4,6 @@
 
 pub mod klaxon;
 pub mod metrics;
+pub mod process;
+pub mod receiver;
 pub mod slack;

@@ -1,0 +1,70 @@
+//! klaxon as a real child process: started with JSON logs, its address read from the
+//! "listening" log line.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running `klaxon serve` child; killed on drop if still running.
+pub struct Daemon {
+    /// The child process.
+    pub child: Child,
+    /// The address it listens on.
+    pub addr: String,
+}
+
+impl Daemon {
+    /// Starts `klaxon --log-format json serve --listen 127.0.0.1:0` with `args` before `serve`
+    /// and `envs`, and waits for its "listening" log line.
+    pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_klaxon"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .arg("--log-format")
+            .arg("json")
+            .args(args)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("klaxon starts");
+        let addr = listening_address(&mut child);
+        Self { child, addr }
+    }
+
+    /// Sends SIGTERM or SIGKILL.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the child's JSON log lines until the "listening" line and returns its address.
+fn listening_address(child: &mut Child) -> String {
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("log line");
+        let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        if let Some(addr) = log["fields"]["listen"].as_str() {
+            let addr = addr.to_owned();
+            // Keep draining stderr so the child never blocks on a full pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return addr;
+        }
+    }
+    panic!("klaxon exited before listening");
+}
