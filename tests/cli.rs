@@ -618,3 +618,68 @@ fn shipped_config_routes_to_slack_once_its_url_is_set() {
         .success()
         .stdout(contains(format!("{POD_CREATED}:1 → slack\n")));
 }
+
+#[test]
+fn email_and_http_targets_validate_and_dry_run_shows_the_mail() {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "scripts/fires.rhai", FIRES_ON_CREATE);
+    write(dir.path(), "events.jsonl", TWO_EVENTS);
+    write(
+        dir.path(),
+        "mail.toml",
+        r#"[routing]
+default_targets = ["mail", "hook"]
+
+[targets.mail]
+type = "email"
+smtp_host = "smtp.example.com"
+from = "klaxon <klaxon@example.com>"
+to = ["oncall@example.com"]
+subject = "[{{ severity }}] {{ title }}"
+
+[targets.hook]
+type = "http"
+url = "https://receiver.example.com/alerts"
+body_template = '{"text": {{ title | tojson }}}'
+content_type = "application/json"
+"#,
+    );
+    klaxon_in(dir.path())
+        .args(["--config", "mail.toml", "--scripts", "scripts", "check"])
+        .assert()
+        .success()
+        .stdout(contains("mail (email)"))
+        .stdout(contains("hook (http)"));
+    klaxon_in(dir.path())
+        .args(["--config", "mail.toml", "--scripts", "scripts"])
+        .args(["dry-run", "--target", "mail", "events.jsonl"])
+        .assert()
+        .success()
+        // Both alerts arrive within the group window: one digest mail.
+        .stdout(contains("Subject: [info] 2 alerts: seen id-1 (+1 more)"))
+        .stdout(contains("To: oncall@example.com"));
+    klaxon_in(dir.path())
+        .args(["--config", "mail.toml", "--scripts", "scripts"])
+        .args(["dry-run", "--target", "hook", "events.jsonl"])
+        .assert()
+        .success()
+        .stdout(contains(r#"{"text": "2 alerts: seen id-1 (+1 more)"}"#));
+}
+
+#[test]
+fn target_keys_that_do_not_apply_are_refused_with_their_line() {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "scripts/fires.rhai", FIRES_ON_CREATE);
+    write(
+        dir.path(),
+        "bad.toml",
+        "[targets.hook]\ntype = \"http\"\nurl = \"https://x.example.com\"\nsmtp_host = \"smtp\"\n",
+    );
+    klaxon_in(dir.path())
+        .args(["--config", "bad.toml", "--scripts", "scripts", "check"])
+        .assert()
+        .failure()
+        .stderr(contains(
+            "error: bad.toml:4: targets.hook.smtp_host: does not apply to a http target",
+        ));
+}

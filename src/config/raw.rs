@@ -229,7 +229,7 @@ pub struct RawTarget {
     pub smtp_port: Option<u16>,
     /// email: `starttls` (default), `implicit` or `none`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub security: Option<String>,
+    pub security: Option<crate::notify::email::SmtpSecurity>,
     /// email: SMTP user name (auth when a password is set too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,

@@ -8,6 +8,9 @@ use super::raw::{RawDelivery, RawTarget, TargetType};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::notify::template::{DEFAULT_FUEL, Template};
+use lettre::message::Mailbox;
+
+use crate::notify::email::{EmailSender, EmailSettings, SmtpSecurity};
 use crate::notify::{HttpAuth, HttpSettings, Pacing, Rate, Secret, SlackSettings, Target};
 
 /// A problem with one key of a target: (key under the target, message).
@@ -133,10 +136,7 @@ pub(super) fn resolve_target(raw: &RawTarget) -> Result<Target, TargetProblem> {
             }
         }
         TargetType::Http => http_target(raw, timeout),
-        TargetType::Email => Err((
-            "type",
-            "email targets are not available in this build".to_owned(),
-        )),
+        TargetType::Email => email_target(raw, timeout),
     }
 }
 
@@ -196,6 +196,81 @@ fn http_target(raw: &RawTarget, timeout: Duration) -> Result<Target, TargetProbl
 
 /// A secret that is configured by name but not set: (what, its env var, its key).
 type Missing<'a> = Option<(&'static str, &'a Option<String>, &'static str)>;
+
+/// The subject of mails whose target sets none.
+pub const DEFAULT_SUBJECT: &str = "[klaxon] [{{ severity }}] {{ title }}";
+
+/// An `email` target: SMTP server, security, optional auth, sender and recipients.
+fn email_target(raw: &RawTarget, timeout: Duration) -> Result<Target, TargetProblem> {
+    let host = raw
+        .smtp_host
+        .clone()
+        .filter(|h| !h.trim().is_empty())
+        .ok_or((
+            "smtp_host",
+            "missing: the SMTP server's host name".to_owned(),
+        ))?;
+    let security = raw.security.unwrap_or(SmtpSecurity::Starttls);
+    let mailbox = |key: &'static str, text: &str| {
+        text.parse::<Mailbox>()
+            .map_err(|e| (key, format!("`{text}` is not a mail address: {e}")))
+    };
+    let from = mailbox(
+        "from",
+        raw.from
+            .as_deref()
+            .ok_or(("from", "missing: the sender's address".to_owned()))?,
+    )?;
+    let to = raw
+        .to
+        .iter()
+        .flatten()
+        .map(|t| mailbox("to", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    if to.is_empty() {
+        return Err(("to", "name at least one recipient".to_owned()));
+    }
+    let cc = raw
+        .cc
+        .iter()
+        .flatten()
+        .map(|t| mailbox("cc", t))
+        .collect::<Result<Vec<_>, _>>()?;
+    let subject = Template::compile(
+        raw.subject.as_deref().unwrap_or(DEFAULT_SUBJECT),
+        DEFAULT_FUEL,
+    )
+    .map_err(|e| ("subject", e))?;
+    let password = read_secret(
+        "password",
+        &raw.password,
+        &raw.password_env,
+        &raw.password_file,
+    )?;
+    let wants_password =
+        raw.password.is_some() || raw.password_env.is_some() || raw.password_file.is_some();
+    let missing = wants_password && password.is_none();
+    let settings = EmailSettings {
+        host,
+        port: raw.smtp_port.unwrap_or(security.default_port()),
+        security,
+        username: raw.username.clone(),
+        password: password.or_else(|| wants_password.then(|| Secret::new(""))),
+        from,
+        to,
+        cc,
+        subject,
+        ca_file: raw.ca_file.clone(),
+        timeout,
+    };
+    // Builds the client once to check the TLS settings and the CA file now, not at send.
+    EmailSender::new(settings.clone()).map_err(|e| ("ca_file", e))?;
+    let target = Target::Email(Box::new(settings));
+    match missing {
+        false => Ok(target),
+        true => unset(raw, target, "SMTP password", &raw.password_env, "password"),
+    }
+}
 
 /// Bearer or basic auth (or none), and which secret is missing, if any.
 fn http_auth(raw: &RawTarget) -> Result<(HttpAuth, Missing<'_>), TargetProblem> {

@@ -165,6 +165,19 @@ impl EmailSender {
     }
 }
 
+impl Drop for EmailSender {
+    fn drop(&mut self) {
+        let slot = self.transport.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(transport) = slot.take()
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            // lettre's pool spawns a tokio task when dropped, which panics outside a
+            // runtime; there, leave its idle connections to be closed by the OS.
+            std::mem::forget(transport);
+        }
+    }
+}
+
 /// TLS parameters for `host`: the default roots plus the `ca_file`, if any.
 fn tls_parameters(settings: &EmailSettings) -> Result<TlsParameters, String> {
     let mut params = TlsParameters::builder(settings.host.clone());

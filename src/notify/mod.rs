@@ -53,6 +53,8 @@ pub enum Target {
     Slack(SlackSettings),
     /// POST JSON or a template to an HTTP endpoint.
     Http(Box<HttpSettings>),
+    /// Send mail over SMTP.
+    Email(Box<email::EmailSettings>),
     /// Not usable here (e.g. its secret is unset); its alerts go to another target.
     Fallback {
         /// The target that receives this one's alerts.
@@ -71,6 +73,7 @@ impl Target {
             Target::Console(_) => "console",
             Target::Slack(_) => "slack",
             Target::Http(_) => "http",
+            Target::Email(_) => "email",
             Target::Fallback { unconfigured, .. } => unconfigured.kind(),
         }
     }
@@ -136,6 +139,7 @@ pub(crate) enum Notifier {
     Console(ConsoleFormat),
     Slack(SlackSettings, reqwest::Client),
     Http(Box<HttpSettings>, reqwest::Client),
+    Email(Box<email::EmailSender>),
 }
 
 impl Notifier {
@@ -145,6 +149,13 @@ impl Notifier {
             Target::Console(format) => Some(Notifier::Console(*format)),
             Target::Slack(settings) => Some(Notifier::Slack(settings.clone(), client.clone())),
             Target::Http(settings) => Some(Notifier::Http(settings.clone(), client.clone())),
+            Target::Email(settings) => match email::EmailSender::new((**settings).clone()) {
+                Ok(sender) => Some(Notifier::Email(Box::new(sender))),
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot set up the email target; its alerts stay in the outbox");
+                    None
+                }
+            },
             Target::Fallback { .. } => None,
         }
     }
@@ -162,6 +173,7 @@ impl Notifier {
                 slack::send(client, settings, &slack::notice_message(notice)).await
             }
             Notifier::Http(settings, client) => http::send(client, settings, notice).await,
+            Notifier::Email(sender) => sender.send(notice).await,
         }
     }
 }
@@ -247,6 +259,8 @@ pub fn payload(target: &Target, notice: &Notice) -> Result<String, SendError> {
         Target::Console(format) => Ok(console::render_notice(notice, *format)),
         Target::Slack(_) => Ok(slack::notice_message(notice).to_string()),
         Target::Http(settings) => http::body(settings, notice),
+        Target::Email(settings) => email::message(settings, notice)
+            .map(|m| String::from_utf8_lossy(&m.formatted()).into_owned()),
         Target::Fallback { unconfigured, .. } => payload(unconfigured, notice),
     }
 }

@@ -7,3 +7,4 @@ pub mod metrics;
 pub mod process;
 pub mod receiver;
 pub mod slack;
+pub mod smtp;

@@ -1,0 +1,85 @@
+//! Pipeline overhead per alert (silence, dedup, budget, routing) and the cost of the
+//! outbox's durable write (one fsync per batch) for batches of 1 and 50 deliveries.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use klaxon::notify::{ConsoleFormat, Target, Targets};
+use klaxon::outbox::Outbox;
+use klaxon::pipeline::{Delivery, Pipeline, PipelineSettings, RulePolicy};
+use klaxon::rules::{Alert, AlertContext, Severity};
+
+fn alert(i: u64) -> Alert {
+    Alert {
+        rule: "pod_created".to_owned(),
+        severity: Severity::Info,
+        title: format!("Pod created: payments/web-{i}"),
+        text: "alice created it via kubectl".to_owned(),
+        fields: [("namespace".to_owned(), "payments".to_owned())].into(),
+        labels: BTreeMap::new(),
+        dedup_key: String::new(),
+        group_key: String::new(),
+        targets: Vec::new(),
+        suppressed: 0,
+        context: AlertContext {
+            cluster: "prod".to_owned(),
+            event_time: "2026-11-20T10:15:02.131902Z".to_owned(),
+            audit_id: format!("b61e6ba5-3682-4dd6-b804-{i:012}"),
+            namespace: "payments".to_owned(),
+            user: "alice".to_owned(),
+            verb: "create".to_owned(),
+            object: format!("pods payments/web-{i}"),
+            ..AlertContext::default()
+        },
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let targets = Arc::new(Targets {
+        by_name: [("slack".to_owned(), Target::Console(ConsoleFormat::Json))].into(),
+        pacing: BTreeMap::new(),
+    });
+    let settings = PipelineSettings {
+        default_targets: vec!["slack".to_owned()],
+        rule_defaults: RulePolicy {
+            budget: u32::MAX,
+            ..RulePolicy::default()
+        },
+        ..PipelineSettings::default()
+    };
+    let pipeline = Pipeline::new(settings, targets);
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0u64;
+    let mut now = 1_700_000_000_000i64;
+    group.bench_function("admit_one_alert", |b| {
+        b.iter(|| {
+            i += 1;
+            now += 1;
+            black_box(pipeline.admit(vec![alert(i)], now))
+        })
+    });
+    group.finish();
+
+    let dir = tempfile::TempDir::new().unwrap();
+    let outbox = Outbox::open(dir.path()).unwrap();
+    let mut group = c.benchmark_group("outbox");
+    for n in [1u64, 50] {
+        let deliveries: Vec<Delivery> = (0..n)
+            .map(|i| Delivery {
+                target: "slack".to_owned(),
+                alert: alert(i),
+            })
+            .collect();
+        group.throughput(Throughput::Elements(n));
+        group.bench_function(format!("enqueue_batch_of_{n}"), |b| {
+            b.iter(|| black_box(outbox.enqueue(&deliveries, 0).unwrap()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
