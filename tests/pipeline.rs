@@ -338,3 +338,21 @@ fn replay_groups_alerts_within_group_wait_and_paces_notices() {
     let rule = report.rules["pod_created"];
     assert_eq!((rule.fired, rule.admitted, rule.folded), (18, 18, 0));
 }
+
+#[test]
+fn dedup_memory_stays_bounded_under_a_flood_of_new_keys() {
+    let pipeline = Pipeline::new(settings(&["console"]), targets(&["console"]));
+    let mut t = T0;
+    let n = klaxon::pipeline::MAX_DEDUP_KEYS + 5_000;
+    for i in 0..n {
+        t += 1;
+        pipeline.admit(vec![alert("flood", &format!("k{i}"), "ns")], t);
+    }
+    assert!(pipeline.dedup_keys() <= klaxon::pipeline::MAX_DEDUP_KEYS);
+    // The newest keys are still remembered: a repeat of the last one is a duplicate.
+    let last = format!("k{}", n - 1);
+    assert_eq!(
+        outcomes(&pipeline, vec![alert("flood", &last, "ns")], t + 1),
+        [Outcome::Deduplicated]
+    );
+}

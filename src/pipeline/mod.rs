@@ -142,6 +142,15 @@ impl Pipeline {
         out
     }
 
+    /// How many dedup keys are remembered now.
+    pub fn dedup_keys(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .dedup
+            .len()
+    }
+
     /// Budget digests whose window has ended by `now_ms`.
     pub fn due_digests(&self, now_ms: i64) -> Vec<Delivery> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,7 +335,8 @@ fn digest(rule: &str, policy: &RulePolicy, budget: Budget) -> Option<Alert> {
 }
 
 /// Forgets dedup windows that ended with nothing suppressed, or ended a day ago; then, past
-/// [`MAX_DEDUP_KEYS`], the oldest.
+/// [`MAX_DEDUP_KEYS`], the oldest, down to 90% of it so that a flood of new keys does not
+/// sweep on every admission.
 fn sweep(state: &mut State, now_ms: i64) {
     const DAY_MS: i64 = 24 * 3600 * 1000;
     state.since_sweep = 0;
@@ -335,10 +345,11 @@ fn sweep(state: &mut State, now_ms: i64) {
         now_ms < end || (e.suppressed > 0 && now_ms < end.saturating_add(DAY_MS))
     });
     if state.dedup.len() > MAX_DEDUP_KEYS {
+        let keep = MAX_DEDUP_KEYS / 10 * 9;
         let mut starts: Vec<i64> = state.dedup.values().map(|e| e.window_start).collect();
         starts.sort_unstable();
-        let cutoff = starts[state.dedup.len() - MAX_DEDUP_KEYS];
-        state.dedup.retain(|_, e| e.window_start >= cutoff);
+        let cutoff = starts[state.dedup.len() - keep];
+        state.dedup.retain(|_, e| e.window_start > cutoff);
     }
 }
 
