@@ -9,20 +9,12 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use klaxon::notify::{ConsoleFormat, Target, Targets};
 use klaxon::outbox::Outbox;
 use klaxon::pipeline::{Delivery, Pipeline, PipelineSettings, RulePolicy};
-use klaxon::rules::{Alert, AlertContext, Severity};
+use klaxon::rules::{Alert, AlertContext};
 
 fn alert(i: u64) -> Alert {
     Alert {
-        rule: "pod_created".to_owned(),
-        severity: Severity::Info,
-        title: format!("Pod created: payments/web-{i}"),
         text: "alice created it via kubectl".to_owned(),
         fields: [("namespace".to_owned(), "payments".to_owned())].into(),
-        labels: BTreeMap::new(),
-        dedup_key: String::new(),
-        group_key: String::new(),
-        targets: Vec::new(),
-        suppressed: 0,
         context: AlertContext {
             cluster: "prod".to_owned(),
             event_time: "2026-11-20T10:15:02.131902Z".to_owned(),
@@ -33,6 +25,7 @@ fn alert(i: u64) -> Alert {
             object: format!("pods payments/web-{i}"),
             ..AlertContext::default()
         },
+        ..Alert::new("pod_created", &format!("Pod created: payments/web-{i}"))
     }
 }
 

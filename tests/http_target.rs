@@ -56,16 +56,7 @@ fn full_alert() -> Alert {
 /// An alert with every optional field empty (absent from the payload).
 fn bare_alert(title: &str, severity: Severity) -> Alert {
     Alert {
-        rule: "exec-into-pod".to_owned(),
         severity,
-        title: title.to_owned(),
-        text: String::new(),
-        fields: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        dedup_key: String::new(),
-        group_key: String::new(),
-        targets: Vec::new(),
-        suppressed: 0,
         context: AlertContext {
             cluster: "prod-eu-1".to_owned(),
             event_time: "2025-03-14T09:27:02.104512Z".to_owned(),
@@ -78,6 +69,7 @@ fn bare_alert(title: &str, severity: Severity) -> Alert {
             response_code: 101,
             ..AlertContext::default()
         },
+        ..Alert::new("exec-into-pod", title)
     }
 }
 
@@ -768,17 +760,5 @@ fn tojson_escapes_values_for_json_templates() {
 }
 
 fn alert_for_tojson() -> klaxon::rules::Alert {
-    klaxon::rules::Alert {
-        rule: "r".to_owned(),
-        severity: klaxon::rules::Severity::Info,
-        title: String::new(),
-        text: String::new(),
-        fields: Default::default(),
-        labels: Default::default(),
-        dedup_key: String::new(),
-        group_key: String::new(),
-        targets: Vec::new(),
-        suppressed: 0,
-        context: Default::default(),
-    }
+    klaxon::rules::Alert::new("r", "")
 }

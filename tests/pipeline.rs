@@ -10,28 +10,15 @@ use klaxon::notify::{ConsoleFormat, Pacing, Rate, Target, Targets};
 use klaxon::pipeline::{
     Matcher, Outcome, Pipeline, PipelineSettings, Replay, Route, RulePolicy, Silence,
 };
-use klaxon::rules::{Alert, AlertContext, Severity};
+use klaxon::rules::{Alert, Severity};
 
 const MINUTE: i64 = 60_000;
 const T0: i64 = 1_700_000_000_000;
 
 fn alert(rule: &str, title: &str, namespace: &str) -> Alert {
-    Alert {
-        rule: rule.to_owned(),
-        severity: Severity::Info,
-        title: title.to_owned(),
-        text: String::new(),
-        fields: BTreeMap::new(),
-        labels: BTreeMap::new(),
-        dedup_key: String::new(),
-        group_key: String::new(),
-        targets: Vec::new(),
-        suppressed: 0,
-        context: AlertContext {
-            namespace: namespace.to_owned(),
-            ..AlertContext::default()
-        },
-    }
+    let mut alert = Alert::new(rule, title);
+    alert.context.namespace = namespace.to_owned();
+    alert
 }
 
 fn targets(names: &[&str]) -> Arc<Targets> {

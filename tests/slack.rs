@@ -13,18 +13,11 @@ use support::slack::SlackStandIn;
 
 fn alert(title: &str, text: &str, fields: usize) -> Alert {
     Alert {
-        rule: "big".to_owned(),
         severity: Severity::Critical,
-        title: title.to_owned(),
         text: text.to_owned(),
         fields: (0..fields)
             .map(|i| (format!("field {i:04}"), "v".repeat(2500)))
             .collect::<BTreeMap<_, _>>(),
-        labels: BTreeMap::new(),
-        dedup_key: String::new(),
-        group_key: String::new(),
-        targets: Vec::new(),
-        suppressed: 0,
         context: AlertContext {
             cluster: "prod".to_owned(),
             user: "alice <admin> & co".to_owned(),
@@ -33,6 +26,7 @@ fn alert(title: &str, text: &str, fields: usize) -> Alert {
             source_ips: vec!["10.0.0.1".to_owned()],
             ..AlertContext::default()
         },
+        ..Alert::new("big", title)
     }
 }
 

@@ -19,74 +19,51 @@ pub(super) type TargetProblem = (&'static str, String);
 /// Seconds a delivery may take when `timeout_secs` is not set.
 const DEFAULT_TIMEOUT_SECS: u64 = 10;
 
-/// Which kinds each kind-specific key applies to.
-const APPLIES_TO: &[(&str, &[TargetType])] = {
+/// A kind-specific key: its name, the kinds it applies to, and whether it is set.
+type KeyRule = (&'static str, &'static [TargetType], fn(&RawTarget) -> bool);
+
+/// Every kind-specific key of `[targets.NAME]`.
+const KIND_KEYS: &[KeyRule] = {
     use TargetType::{Console, Email, Http, Slack};
     &[
-        ("format", &[Console]),
-        ("webhook_url", &[Slack]),
-        ("webhook_url_env", &[Slack]),
-        ("webhook_url_file", &[Slack]),
-        ("fallback", &[Slack, Email, Http]),
-        ("timeout_secs", &[Slack, Email, Http]),
-        ("smtp_host", &[Email]),
-        ("smtp_port", &[Email]),
-        ("security", &[Email]),
-        ("username", &[Email]),
-        ("password", &[Email, Http]),
-        ("password_env", &[Email, Http]),
-        ("password_file", &[Email, Http]),
-        ("from", &[Email]),
-        ("to", &[Email]),
-        ("cc", &[Email]),
-        ("subject", &[Email]),
-        ("ca_file", &[Email]),
-        ("url", &[Http]),
-        ("headers", &[Http]),
-        ("bearer_token", &[Http]),
-        ("bearer_token_env", &[Http]),
-        ("bearer_token_file", &[Http]),
-        ("basic_username", &[Http]),
-        ("body_template", &[Http]),
-        ("content_type", &[Http]),
+        ("format", &[Console], |r| r.format.is_some()),
+        ("webhook_url", &[Slack], |r| r.webhook_url.is_some()),
+        ("webhook_url_env", &[Slack], |r| r.webhook_url_env.is_some()),
+        ("webhook_url_file", &[Slack], |r| {
+            r.webhook_url_file.is_some()
+        }),
+        ("fallback", &[Slack, Email, Http], |r| r.fallback.is_some()),
+        ("timeout_secs", &[Slack, Email, Http], |r| {
+            r.timeout_secs.is_some()
+        }),
+        ("smtp_host", &[Email], |r| r.smtp_host.is_some()),
+        ("smtp_port", &[Email], |r| r.smtp_port.is_some()),
+        ("security", &[Email], |r| r.security.is_some()),
+        ("username", &[Email], |r| r.username.is_some()),
+        ("password", &[Email, Http], |r| r.password.is_some()),
+        ("password_env", &[Email, Http], |r| r.password_env.is_some()),
+        ("password_file", &[Email, Http], |r| {
+            r.password_file.is_some()
+        }),
+        ("from", &[Email], |r| r.from.is_some()),
+        ("to", &[Email], |r| r.to.is_some()),
+        ("cc", &[Email], |r| r.cc.is_some()),
+        ("subject", &[Email], |r| r.subject.is_some()),
+        ("ca_file", &[Email], |r| r.ca_file.is_some()),
+        ("url", &[Http], |r| r.url.is_some()),
+        ("headers", &[Http], |r| r.headers.is_some()),
+        ("bearer_token", &[Http], |r| r.bearer_token.is_some()),
+        ("bearer_token_env", &[Http], |r| {
+            r.bearer_token_env.is_some()
+        }),
+        ("bearer_token_file", &[Http], |r| {
+            r.bearer_token_file.is_some()
+        }),
+        ("basic_username", &[Http], |r| r.basic_username.is_some()),
+        ("body_template", &[Http], |r| r.body_template.is_some()),
+        ("content_type", &[Http], |r| r.content_type.is_some()),
     ]
 };
-
-/// The kind-specific keys that are set.
-fn set_keys(raw: &RawTarget) -> Vec<&'static str> {
-    let present = [
-        ("format", raw.format.is_some()),
-        ("webhook_url", raw.webhook_url.is_some()),
-        ("webhook_url_env", raw.webhook_url_env.is_some()),
-        ("webhook_url_file", raw.webhook_url_file.is_some()),
-        ("fallback", raw.fallback.is_some()),
-        ("timeout_secs", raw.timeout_secs.is_some()),
-        ("smtp_host", raw.smtp_host.is_some()),
-        ("smtp_port", raw.smtp_port.is_some()),
-        ("security", raw.security.is_some()),
-        ("username", raw.username.is_some()),
-        ("password", raw.password.is_some()),
-        ("password_env", raw.password_env.is_some()),
-        ("password_file", raw.password_file.is_some()),
-        ("from", raw.from.is_some()),
-        ("to", raw.to.is_some()),
-        ("cc", raw.cc.is_some()),
-        ("subject", raw.subject.is_some()),
-        ("ca_file", raw.ca_file.is_some()),
-        ("url", raw.url.is_some()),
-        ("headers", raw.headers.is_some()),
-        ("bearer_token", raw.bearer_token.is_some()),
-        ("bearer_token_env", raw.bearer_token_env.is_some()),
-        ("bearer_token_file", raw.bearer_token_file.is_some()),
-        ("basic_username", raw.basic_username.is_some()),
-        ("body_template", raw.body_template.is_some()),
-        ("content_type", raw.content_type.is_some()),
-    ];
-    present
-        .into_iter()
-        .filter_map(|(key, set)| set.then_some(key))
-        .collect()
-}
 
 /// Turns a target as written into a usable target; the error names the key.
 pub(super) fn resolve_target(raw: &RawTarget) -> Result<Target, TargetProblem> {
@@ -96,14 +73,11 @@ pub(super) fn resolve_target(raw: &RawTarget) -> Result<Target, TargetProblem> {
             "missing; one of console, slack, email, http".to_owned(),
         ));
     };
-    for key in set_keys(raw) {
-        let allowed = APPLIES_TO
-            .iter()
-            .find(|(k, _)| *k == key)
-            .is_some_and(|(_, kinds)| kinds.contains(&kind));
-        if !allowed {
-            return Err((key, format!("does not apply to a {} target", kind.as_str())));
-        }
+    if let Some((key, ..)) = KIND_KEYS
+        .iter()
+        .find(|(_, kinds, is_set)| is_set(raw) && !kinds.contains(&kind))
+    {
+        return Err((key, format!("does not apply to a {} target", kind.as_str())));
     }
     let timeout = Duration::from_secs(raw.timeout_secs.unwrap_or(DEFAULT_TIMEOUT_SECS));
     match kind {

@@ -181,6 +181,25 @@ pub struct Alert {
     pub context: AlertContext,
 }
 
+impl Alert {
+    /// An info alert of `rule` titled `title`, with everything else empty.
+    pub fn new(rule: &str, title: &str) -> Self {
+        Self {
+            rule: rule.to_owned(),
+            severity: Severity::Info,
+            title: title.to_owned(),
+            text: String::new(),
+            fields: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            dedup_key: String::new(),
+            group_key: String::new(),
+            targets: Vec::new(),
+            suppressed: 0,
+            context: AlertContext::default(),
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }
