@@ -316,3 +316,42 @@ bearer_token_file = "{dir}/token"
     assert_eq!(all.len(), 2);
     assert_eq!(all[1].json()["alerts"][0]["title"], "e-0000");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_past_the_retry_budget_become_dead_letters() {
+    let slack = SlackStandIn::start().await;
+    slack.set_mode(Mode::Unavailable(usize::MAX));
+    let dir = TempDir::new().unwrap();
+    scripts(
+        dir.path(),
+        &[("each", r#"alert(#{ title: event.auditID });"#)],
+    );
+    let config = config_from(
+        &toml(dir.path(), &slack.url(), "").replace(
+            "drain_timeout = \"30s\"",
+            "drain_timeout = \"30s\"\nretry_budget = \"300ms\"",
+        ),
+        dir.path(),
+    );
+    let server = start(&config).await;
+    assert_eq!(server.post(events(1, &["ns"])).await, 200);
+    // 503s are retried (100 ms, then up to 400 ms apart) until the first failure is 300 ms old.
+    slack.wait_for_requests(3).await;
+    let outbox = klaxon::outbox::Outbox::open(&config.outbox_path).unwrap();
+    let letter = loop {
+        if let Some(letter) = outbox.dead_letters().unwrap().pop() {
+            break letter;
+        }
+        tokio::task::yield_now().await;
+    };
+    server.shutdown().await;
+    assert!(
+        letter
+            .reason
+            .starts_with("retry budget of 300ms exhausted; last error: HTTP 503"),
+        "{}",
+        letter.reason
+    );
+    assert!(letter.entry.attempts >= 2, "{:?}", letter.entry);
+    assert!(slack.messages().is_empty());
+}

@@ -104,3 +104,32 @@ async fn slack_errors_come_back_with_status_and_reason() {
         Err(SendError::Network(_))
     ));
 }
+
+#[tokio::test]
+async fn a_large_digest_stays_within_50_blocks_with_and_n_more() {
+    let stand_in = SlackStandIn::start().await;
+    let alerts: Vec<Alert> = (0..60)
+        .map(|i| Alert::new("pod_created", &format!("Pod created: ns/p{i}")))
+        .collect();
+    let notice = klaxon::notify::Notice {
+        target: "slack".to_owned(),
+        group_key: "pod_created/ns".to_owned(),
+        alerts,
+    };
+    let message = slack::notice_message(&notice);
+    let blocks = message["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 50);
+    assert_eq!(
+        blocks[0]["text"]["text"],
+        "ℹ️ 60 alerts: Pod created: ns/p0 (+59 more)"
+    );
+    assert!(
+        blocks[48].to_string().contains("and 13 more"),
+        "{}",
+        blocks[48]
+    );
+    slack::send(&reqwest::Client::new(), &settings(stand_in.url()), &message)
+        .await
+        .unwrap();
+    assert_eq!(stand_in.messages().len(), 1);
+}
