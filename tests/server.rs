@@ -6,7 +6,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use klaxon::config::Config;
+use klaxon::config::{Config, ServerSettings};
 use klaxon::notify::{ConsoleFormat, DeliveryPolicy, Secret, SlackSettings, Target, Targets};
 use klaxon::pipeline::PipelineSettings;
 use klaxon::rules::ScriptLimits;
@@ -49,6 +49,7 @@ fn config(slack_url: &str, max_body_bytes: usize, data: &TempDir) -> Config {
         delivery: DeliveryPolicy::default(),
         drain_timeout: Duration::from_secs(10),
         outbox_path: data.path().to_path_buf(),
+        server: ServerSettings::default(),
     }
 }
 

@@ -17,11 +17,13 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use raw::{
-    RawConfig, RawDelivery, RawOutbox, RawRouting, RawRulePolicy, RawScripts, RawServer,
-    RawSilence, RawTarget, TargetType,
+    RawAuth, RawConfig, RawDelivery, RawEventDedup, RawOutbox, RawRouting, RawRulePolicy,
+    RawScripts, RawServer, RawSilence, RawTarget, RawTls, TargetType,
 };
 
 use crate::notify::{DeliveryPolicy, Target, Targets};
+use crate::server::auth::AuthSettings;
+use crate::server::tls::{ClientAuth, TlsSettings};
 use crate::pipeline::{PipelineSettings, RulePolicy, Silence, parse_time_ms};
 use crate::rules::ScriptLimits;
 
@@ -53,6 +55,31 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Data directory of the outbox.
     pub outbox_path: PathBuf,
+    /// How the webhook takes connections and load.
+    pub server: ServerSettings,
+}
+
+/// How the webhook takes connections, credentials and load.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// TLS, when configured.
+    pub tls: Option<TlsSettings>,
+    /// Who may post.
+    pub auth: AuthSettings,
+    /// Batches evaluated at once.
+    pub max_concurrent_batches: usize,
+    /// Batches waiting for an evaluator before 429.
+    pub max_queued_batches: usize,
+    /// `Retry-After` of a 429.
+    pub retry_after: Duration,
+    /// Slow-loris guard: longest time to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Longest shutdown waits for in-flight requests.
+    pub shutdown_timeout: Duration,
+    /// (auditID, stage) pairs remembered for this long are skipped.
+    pub event_dedup_window: Duration,
+    /// Most (auditID, stage) pairs remembered.
+    pub event_dedup_max_entries: usize,
 }
 
 /// One problem in the configuration: which key, where, and what is wrong.
@@ -234,6 +261,7 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
         );
     }
     let targets = validate_targets(&raw, &mut problem);
+    let server = validate_server(&raw, &mut problem);
     let known = |name: &str| raw.targets.contains_key(name);
     let defined = || raw.targets.keys().cloned().collect::<Vec<_>>().join(", ");
     if raw.routing.default_targets.is_empty() {
@@ -330,7 +358,113 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
         },
         drain_timeout: d.drain_timeout,
         outbox_path: raw.outbox.path,
+        server,
     })
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let raw = RawConfig::default();
+        validate_server(&raw, &mut |_: &str, _: String| {})
+    }
+}
+
+/// `[server]` beyond the address: TLS, auth, load bounds, event dedup.
+fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> ServerSettings {
+    let s = &raw.server;
+    let tls = s.tls.as_ref().map(|t| TlsSettings {
+        cert_file: t.cert_file.clone(),
+        key_file: t.key_file.clone(),
+        client_ca_file: t.client_ca_file.clone(),
+        client_auth: t.client_auth,
+        handshake_timeout: t.handshake_timeout,
+    });
+    if let Some(t) = &tls
+        && t.client_auth != ClientAuth::None
+        && t.client_ca_file.is_none()
+    {
+        problem(
+            "server.tls.client_ca_file",
+            "client_auth needs the CA bundle client certificates chain to".to_owned(),
+        );
+    }
+    let a = &s.auth;
+    let mut secret = |key: &'static str, v, e, f| {
+        targets::read_secret(key, v, e, f).unwrap_or_else(|(key, msg)| {
+            problem(&format!("server.auth.{key}"), msg);
+            None
+        })
+    };
+    let bearer_token = secret(
+        "bearer_token",
+        &a.bearer_token,
+        &a.bearer_token_env,
+        &a.bearer_token_file,
+    );
+    let password = secret(
+        "basic_password",
+        &a.basic_password,
+        &a.basic_password_env,
+        &a.basic_password_file,
+    );
+    let named = |v: &Option<String>, e: &Option<String>, f: &Option<PathBuf>| {
+        v.is_some() || e.is_some() || f.is_some()
+    };
+    if named(&a.bearer_token, &a.bearer_token_env, &a.bearer_token_file) && bearer_token.is_none() {
+        problem(
+            "server.auth.bearer_token",
+            "configured but empty (an unset environment variable or an empty file?)".to_owned(),
+        );
+    }
+    let basic = match (&a.basic_username, password) {
+        (Some(user), Some(password)) => Some((user.clone(), password)),
+        (None, None) => None,
+        (Some(_), None) => {
+            problem(
+                "server.auth.basic_password",
+                "basic_username needs basic_password, basic_password_env or basic_password_file"
+                    .to_owned(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problem(
+                "server.auth.basic_username",
+                "basic_password needs basic_username".to_owned(),
+            );
+            None
+        }
+    };
+    if !a.client_cert_subjects.is_empty()
+        && tls.as_ref().is_none_or(|t| t.client_auth == ClientAuth::None)
+    {
+        problem(
+            "server.auth.client_cert_subjects",
+            "needs [server.tls] with client_auth = \"optional\" or \"required\"".to_owned(),
+        );
+    }
+    if raw.event_dedup.max_entries == 0 {
+        problem("event_dedup.max_entries", "must be greater than 0".to_owned());
+    }
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    ServerSettings {
+        tls,
+        auth: AuthSettings {
+            bearer_token,
+            basic,
+            client_cert_subjects: a.client_cert_subjects.clone(),
+        },
+        max_concurrent_batches: match s.max_concurrent_batches {
+            0 => cores,
+            n => n,
+        },
+        max_queued_batches: s.max_queued_batches,
+        retry_after: Duration::from_secs(s.retry_after_secs.max(1)),
+        header_read_timeout: s.header_read_timeout,
+        shutdown_timeout: s.shutdown_timeout,
+        event_dedup_window: raw.event_dedup.window,
+        event_dedup_max_entries: raw.event_dedup.max_entries,
+    }
 }
 
 /// Every target resolved and paced; a fallback must lead to a usable target.

@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub server: RawServer,
     /// `[scripts]`.
     pub scripts: RawScripts,
+    /// `[event_dedup]`.
+    pub event_dedup: RawEventDedup,
     /// `[outbox]`.
     pub outbox: RawOutbox,
     /// `[delivery]`.
@@ -47,6 +49,95 @@ pub struct RawServer {
     pub listen: String,
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Batches evaluated at once (0: one per core).
+    pub max_concurrent_batches: usize,
+    /// Batches waiting for an evaluator; past it the webhook answers 429.
+    pub max_queued_batches: usize,
+    /// `Retry-After` of a 429, in seconds.
+    pub retry_after_secs: u64,
+    /// Longest a client may take to send a request's headers (slow-loris guard).
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest shutdown waits for in-flight requests.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// `[server.tls]`; absent: plain HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<RawTls>,
+    /// `[server.auth]`; empty: no authentication.
+    pub auth: RawAuth,
+}
+
+/// `[server.tls]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first (reloaded when it changes).
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// PEM CA bundle for client certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+    /// `none`, `optional` or `required`.
+    #[serde(default)]
+    pub client_auth: crate::server::tls::ClientAuth,
+    /// Longest a TLS handshake may take.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[server.auth]` as written. Secrets as the value, `…_env` or `…_file`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAuth {
+    /// Bearer token the apiserver sends.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// Environment variable holding the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// File holding the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic-auth user name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_username: Option<String>,
+    /// Basic-auth password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_password: Option<String>,
+    /// Environment variable holding the basic-auth password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_password_env: Option<String>,
+    /// File holding the basic-auth password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub basic_password_file: Option<PathBuf>,
+    /// Client certificate subjects let in (`CN=kube-apiserver`).
+    pub client_cert_subjects: Vec<String>,
+}
+
+/// `[event_dedup]` as written: (auditID, stage) pairs already processed are skipped.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawEventDedup {
+    /// How long a pair is remembered (the apiserver retries a batch for about 90 s).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Most pairs remembered (about 20 bytes each).
+    pub max_entries: usize,
+}
+
+impl Default for RawEventDedup {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(600),
+            max_entries: 1_000_000,
+        }
+    }
 }
 
 /// `[scripts]` as written.
@@ -290,6 +381,7 @@ impl Default for RawConfig {
             cluster_name: "kubernetes".to_owned(),
             server: RawServer::default(),
             scripts: RawScripts::default(),
+            event_dedup: RawEventDedup::default(),
             outbox: RawOutbox::default(),
             delivery: RawDelivery::default(),
             routing: RawRouting::default(),
@@ -313,6 +405,13 @@ impl Default for RawServer {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
             max_body_bytes: 64 << 20,
+            max_concurrent_batches: 0,
+            max_queued_batches: 16,
+            retry_after_secs: 1,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
+            tls: None,
+            auth: RawAuth::default(),
         }
     }
 }

@@ -355,7 +355,7 @@ pub(super) fn pacing(raw: &RawTarget, delivery: &RawDelivery) -> Result<Pacing, 
 }
 
 /// Reads a secret from exactly one of: the value, an environment variable, a file.
-pub(super) fn read_secret(
+pub(crate) fn read_secret(
     key: &'static str,
     value: &Option<String>,
     env: &Option<String>,

@@ -3,7 +3,9 @@
 //! Decodes each batch, evaluates the rules on a blocking pool behind a semaphore, and hands
 //! the alerts to the dispatcher. Calls `audit`, `rules`, `notify` and `telemetry`.
 
+pub mod auth;
 mod error;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
