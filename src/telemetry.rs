@@ -3,7 +3,35 @@
 //! Labels are bounded: rule and target names, outcomes and statuses from fixed sets;
 //! never usernames, addresses or error text.
 
-use metrics::counter;
+use std::sync::OnceLock;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Buckets of `klaxon_rule_evaluation_seconds` (per event): 1 µs to 10 ms.
+const EVALUATION_BUCKETS: &[f64] = &[
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 1e-2,
+];
+
+/// Installs the Prometheus recorder once per process and returns its handle for
+/// `GET /metrics`. When another recorder is already installed (tests), the handle renders
+/// an empty page.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = || {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("klaxon_rule_evaluation_seconds".to_owned()),
+                    EVALUATION_BUCKETS,
+                )
+                .expect("static, non-empty buckets")
+        };
+        builder()
+            .install_recorder()
+            .unwrap_or_else(|_| builder().build_recorder().handle())
+    })
+}
 
 /// Events decoded from webhook batches.
 pub fn events_received(count: usize) {
@@ -15,14 +43,42 @@ pub fn decode_errors(count: usize) {
     counter!("klaxon_decode_errors_total").increment(count as u64);
 }
 
-/// A webhook batch answered, by HTTP status class (`2xx`, `4xx`, `5xx`).
+/// A webhook batch answered, by HTTP status (200, 400, 401, 413, 429, 503, …).
 pub fn batch(status: u16) {
-    let class = match status {
-        200..=299 => "2xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    counter!("klaxon_batches_total", "status" => class).increment(1);
+    counter!("klaxon_batches_total", "status" => status.to_string()).increment(1);
+}
+
+/// Events skipped because their (auditID, stage) was already processed.
+pub fn duplicates_skipped(count: usize) {
+    counter!("klaxon_duplicate_events_total").increment(count as u64);
+}
+
+/// A request refused for missing or wrong credentials.
+pub fn auth_failure(reason: &'static str) {
+    counter!("klaxon_auth_failures_total", "reason" => reason).increment(1);
+}
+
+/// Average evaluation time per event of one rule over one batch.
+pub fn rule_evaluation_seconds(rule: &str, seconds: f64) {
+    histogram!("klaxon_rule_evaluation_seconds", "rule" => rule.to_owned()).record(seconds);
+}
+
+/// A reload attempt (`success` or `failure`); the gauge says whether the last one worked.
+pub fn reload(success: bool) {
+    let result = if success { "success" } else { "failure" };
+    counter!("klaxon_reloads_total", "result" => result).increment(1);
+    gauge!("klaxon_reload_success").set(if success { 1.0 } else { 0.0 });
+}
+
+/// Rules loaded and running.
+pub fn rules_loaded(count: usize) {
+    gauge!("klaxon_rules_loaded").set(count as f64);
+}
+
+/// Outbox sizes: entries waiting for delivery and dead letters.
+pub fn outbox_sizes(pending: u64, dead: u64) {
+    gauge!("klaxon_outbox_pending").set(pending as f64);
+    gauge!("klaxon_outbox_dead_letters").set(dead as f64);
 }
 
 /// Runs of one rule, one per event.
@@ -35,9 +91,9 @@ pub fn rule_matched(rule: &str) {
     counter!("klaxon_rule_matches_total", "rule" => rule.to_owned()).increment(1);
 }
 
-/// A rule that failed at run time.
-pub fn rule_error(rule: &str) {
-    counter!("klaxon_rule_errors_total", "rule" => rule.to_owned()).increment(1);
+/// Run-time failures of a rule.
+pub fn rule_errors(rule: &str, count: u64) {
+    counter!("klaxon_rule_errors_total", "rule" => rule.to_owned()).increment(count);
 }
 
 /// An alert that named a target the config does not define.
@@ -59,4 +115,9 @@ pub fn notification(target: &str, rule: &str, outcome: &'static str) {
 /// What the pipeline did with a candidate alert (`admitted`, `deduplicated`, `silenced`, `folded`).
 pub fn alert_outcome(rule: &str, outcome: &'static str) {
     counter!("klaxon_alerts_total", "rule" => rule.to_owned(), "outcome" => outcome).increment(1);
+}
+
+/// (auditID, stage) pairs the seen filter remembers.
+pub fn event_dedup_entries(count: usize) {
+    gauge!("klaxon_event_dedup_entries").set(count as f64);
 }

@@ -199,9 +199,9 @@ fn destinations(replay: &Replay, targets: &Targets, alert: &Alert) -> String {
         .pipeline()
         .requested_targets(alert)
         .into_iter()
-        .map(|name| match targets.by_name.get(name) {
+        .map(|name| match targets.by_name.get(&name) {
             Some(Target::Fallback { to, .. }) => format!("{name} (not configured: {to})"),
-            _ => name.to_owned(),
+            _ => name,
         })
         .collect::<Vec<_>>()
         .join(", ")

@@ -4,6 +4,7 @@
 
 mod check;
 mod dry_run;
+mod r#gen;
 mod outbox;
 mod serve;
 
@@ -18,6 +19,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Config};
 use crate::rules::Ruleset;
+use crate::server::ReloadSource;
 
 /// klaxon: Kubernetes audit events in, alerts people act on out.
 #[derive(Debug, Parser)]
@@ -62,6 +64,9 @@ enum Command {
     /// Inspect and manage the outbox (pending deliveries and dead letters).
     #[command(subcommand)]
     Outbox(outbox::Command),
+    /// Generate files for the cluster side.
+    #[command(subcommand)]
+    Gen(r#gen::Command),
 }
 
 /// Parses the command line and runs it.
@@ -88,7 +93,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(addr) = listen {
                 config.listen = addr;
             }
-            serve::run(config)
+            let reload = ReloadSource::new(cli.config.clone(), cli.scripts.clone(), &config);
+            serve::run(config, reload)
         }
         Command::DryRun(ref args) => {
             let config = load_config(&cli.config, &cli.scripts)?;
@@ -102,6 +108,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Outbox(ref command) => {
             let config = load_config(&cli.config, &cli.scripts)?;
             outbox::run(&config, command)
+        }
+        Command::Gen(ref command) => {
+            let config = load_config(&cli.config, &cli.scripts)?;
+            r#gen::run(&config, command)
         }
     }
 }

@@ -6,9 +6,9 @@ use anyhow::Context as _;
 
 use crate::config::Config;
 use crate::notify::Target;
-use crate::server::Server;
+use crate::server::{ReloadSource, Server};
 
-pub(super) fn run(config: Config) -> anyhow::Result<ExitCode> {
+pub(super) fn run(config: Config, reload: ReloadSource) -> anyhow::Result<ExitCode> {
     let rules = super::load_rules(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -22,7 +22,8 @@ pub(super) fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         let server = Server::bind(&config, rules)
             .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .context("cannot start the server")?
+            .with_reload(reload);
         tracing::info!(
             listen = %server.local_addr()?,
             config = %config.source.as_ref().map_or("built-in defaults".into(), |p| p.display().to_string()),

@@ -22,10 +22,10 @@ pub use raw::{
 };
 
 use crate::notify::{DeliveryPolicy, Target, Targets};
-use crate::server::auth::AuthSettings;
-use crate::server::tls::{ClientAuth, TlsSettings};
 use crate::pipeline::{PipelineSettings, RulePolicy, Silence, parse_time_ms};
 use crate::rules::ScriptLimits;
+use crate::server::auth::AuthSettings;
+use crate::server::tls::{ClientAuth, TlsSettings};
 
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_PATH: &str = "config/klaxon.toml";
@@ -436,7 +436,9 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         }
     };
     if !a.client_cert_subjects.is_empty()
-        && tls.as_ref().is_none_or(|t| t.client_auth == ClientAuth::None)
+        && tls
+            .as_ref()
+            .is_none_or(|t| t.client_auth == ClientAuth::None)
     {
         problem(
             "server.auth.client_cert_subjects",
@@ -444,7 +446,10 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         );
     }
     if raw.event_dedup.max_entries == 0 {
-        problem("event_dedup.max_entries", "must be greater than 0".to_owned());
+        problem(
+            "event_dedup.max_entries",
+            "must be greater than 0".to_owned(),
+        );
     }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {

@@ -11,6 +11,8 @@ mod replay;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 pub use policy::{Matcher, PipelineSettings, Route, RulePolicy, Silence};
@@ -97,7 +99,7 @@ struct State {
 
 /// The admission stage, shared by every batch.
 pub struct Pipeline {
-    settings: PipelineSettings,
+    settings: ArcSwap<PipelineSettings>,
     targets: Arc<Targets>,
     state: Mutex<State>,
 }
@@ -106,10 +108,15 @@ impl Pipeline {
     /// A pipeline with empty state.
     pub fn new(settings: PipelineSettings, targets: Arc<Targets>) -> Self {
         Self {
-            settings,
+            settings: ArcSwap::from_pointee(settings),
             targets,
             state: Mutex::new(State::default()),
         }
+    }
+
+    /// Replaces routes, silences and policies (hot reload); dedup and budget state stay.
+    pub fn set_settings(&self, settings: PipelineSettings) {
+        self.settings.store(Arc::new(settings));
     }
 
     /// The targets it routes to.
@@ -163,15 +170,15 @@ impl Pipeline {
     }
 
     fn decide(&self, state: &mut State, alert: &mut Alert, now_ms: i64) -> Outcome {
-        if self
-            .settings
+        let settings = self.settings.load();
+        if settings
             .silences
             .iter()
             .any(|s| now_ms < s.ends_at_ms && s.matcher.matches(alert))
         {
             return Outcome::Silenced;
         }
-        let policy = self.settings.policy(&alert.rule);
+        let policy = settings.policy(&alert.rule);
         let key = format!("{}\u{1f}{}", alert.rule, alert.dedup_key);
         let window = millis(policy.dedup_window);
         match state.dedup.get_mut(&key) {
@@ -218,18 +225,19 @@ impl Pipeline {
     }
 
     fn due_digests_locked(&self, state: &mut State, now_ms: i64) -> Vec<Delivery> {
+        let settings = self.settings.load();
         let mut out = Vec::new();
         let mut due: Vec<(&String, &mut Budget)> = state
             .budgets
             .iter_mut()
             .filter(|(rule, b)| {
-                let window = millis(self.settings.policy(rule).budget_window);
+                let window = millis(settings.policy(rule).budget_window);
                 (b.sent > 0 || b.folded > 0) && now_ms >= b.window_start.saturating_add(window)
             })
             .collect();
         due.sort_by(|a, b| a.0.cmp(b.0));
         for (rule, budget) in due {
-            let policy = self.settings.policy(rule);
+            let policy = settings.policy(rule);
             let taken = std::mem::take(budget);
             if let Some(digest) = digest(rule, &policy, taken) {
                 out.extend(self.route(&digest));
@@ -240,20 +248,21 @@ impl Pipeline {
 
     /// The target names an alert asks for: its own `targets` (those the config knows), else
     /// the matching routes, else the defaults. Fallbacks are not followed yet.
-    pub fn requested_targets<'a>(&'a self, alert: &'a Alert) -> Vec<&'a str> {
-        let mut names: Vec<&str> = Vec::new();
+    pub fn requested_targets(&self, alert: &Alert) -> Vec<String> {
+        let settings = self.settings.load();
+        let mut names: Vec<String> = Vec::new();
         for name in &alert.targets {
             if self.targets.by_name.contains_key(name) {
-                names.push(name);
+                names.push(name.clone());
             } else {
                 tracing::warn!(rule = %alert.rule, target = %name, "alert names an unknown target; routing it by the config instead");
                 telemetry::unknown_target(&alert.rule);
             }
         }
         if names.is_empty() {
-            for route in &self.settings.routes {
+            for route in &settings.routes {
                 if route.matcher().matches(alert) {
-                    names.extend(route.targets.iter().map(String::as_str));
+                    names.extend(route.targets.iter().cloned());
                     if !route.continue_matching {
                         break;
                     }
@@ -261,26 +270,26 @@ impl Pipeline {
             }
         }
         if names.is_empty() {
-            names.extend(self.settings.default_targets.iter().map(String::as_str));
+            names.extend(settings.default_targets.iter().cloned());
         }
         names
     }
 
     /// One delivery per concrete target of `alert`: fallbacks followed, each target once.
     fn route(&self, alert: &Alert) -> Vec<Delivery> {
-        let mut concrete: Vec<&str> = Vec::new();
+        let mut concrete: Vec<String> = Vec::new();
         for name in self.requested_targets(alert) {
-            if let Some((resolved, target)) = self.targets.resolve(name)
+            if let Some((resolved, target)) = self.targets.resolve(&name)
                 && !matches!(target, Target::Fallback { .. })
-                && !concrete.contains(&resolved)
+                && !concrete.iter().any(|c| c == resolved)
             {
-                concrete.push(resolved);
+                concrete.push(resolved.to_owned());
             }
         }
         concrete
             .into_iter()
             .map(|target| Delivery {
-                target: target.to_owned(),
+                target,
                 alert: alert.clone(),
             })
             .collect()

@@ -191,6 +191,8 @@ pub struct Evaluation {
     pub alerts: Vec<Alert>,
     /// Scripts that failed on this event.
     pub errors: Vec<ScriptError>,
+    /// Time each rule took, in rule order, in nanoseconds.
+    pub rule_nanos: Vec<u64>,
 }
 
 /// What the current script run has raised; one per thread, as a run never leaves its thread.
@@ -299,8 +301,12 @@ impl Ruleset {
         // One scope for all rules: `event` stays, whatever a script declared is dropped.
         let mut scope = Scope::new();
         scope.push_constant("event", script_event.clone());
+        out.rule_nanos.reserve(self.rules.len());
         for rule in &self.rules {
+            let started = std::time::Instant::now();
             let result = self.run_rule(rule, &mut scope);
+            out.rule_nanos
+                .push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
             scope.rewind(1);
             let specs = FRAME.with(|f| std::mem::take(&mut f.borrow_mut().specs));
             if !specs.is_empty() {

@@ -1,56 +1,58 @@
-//! Server: the axum webhook the apiserver POSTs audit batches to.
+//! Server: the webhook the apiserver POSTs audit batches to.
 //!
-//! Decodes each batch, evaluates the rules on a blocking pool behind a semaphore, and hands
-//! the alerts to the dispatcher. Calls `audit`, `rules`, `notify` and `telemetry`.
+//! Takes connections (plain or TLS), authenticates, bounds the load (429 past it), skips
+//! events already processed, evaluates the rules on a blocking pool behind a semaphore,
+//! admits the alerts through the pipeline and stores them in the outbox before answering.
+//! Reloads scripts and pipeline settings on change. Calls `audit`, `rules`, `pipeline`,
+//! `outbox`, `notify`, `config` (reload) and `telemetry`.
 
 pub mod auth;
+mod batch;
 mod error;
+pub mod listen;
+mod reload;
+mod routes;
+mod seen;
 pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post};
-use axum::{Json, Router};
-use bytes::Bytes;
-use serde::Serialize;
+use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::Instrument;
 
+pub use batch::BatchReply;
 pub use error::ApiError;
+pub use reload::ReloadSource;
 
-use crate::audit::{self, DecodeError};
 use crate::config::Config;
 use crate::notify::{Dispatcher, Waker};
 use crate::outbox::{Outbox, OutboxError};
 use crate::pipeline::{Delivery, Pipeline, wall_clock_ms};
-use crate::rules::{Alert, Ruleset};
+use crate::rules::Ruleset;
 use crate::telemetry;
+use auth::AuthSettings;
+use reload::ReloadStatus;
+use seen::SeenFilter;
 
 /// What the webhook shares between requests.
 struct AppState {
-    rules: Arc<Ruleset>,
+    rules: ArcSwap<Ruleset>,
     pipeline: Arc<Pipeline>,
     outbox: Arc<Outbox>,
     waker: Waker,
+    seen: SeenFilter,
+    auth: AuthSettings,
+    /// Batches evaluated at once.
     evaluators: Arc<Semaphore>,
-}
-
-/// The answer to an accepted batch.
-#[derive(Debug, Serialize)]
-pub struct BatchReply {
-    /// Events decoded and evaluated.
-    pub accepted: usize,
-    /// Alerts raised by the scripts.
-    pub alerts: usize,
-    /// Deliveries stored in the outbox (alerts × targets, after dedup, silences, budgets).
-    pub queued: usize,
-    /// Items that could not be decoded, with their position and reason.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub rejected: Vec<String>,
+    /// Batches in the server at once (evaluated + queued); past it, 429.
+    admission: Arc<Semaphore>,
+    retry_after: Duration,
+    reload: Option<ReloadSource>,
+    reload_status: Mutex<ReloadStatus>,
 }
 
 /// Why the server could not start.
@@ -70,6 +72,9 @@ pub enum StartError {
     /// The HTTP client could not be built.
     #[error("HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    /// The TLS configuration could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// A bound webhook server, ready to run.
@@ -78,13 +83,17 @@ pub struct Server {
     state: Arc<AppState>,
     dispatcher: Dispatcher,
     max_body_bytes: usize,
-    drain_timeout: std::time::Duration,
+    drain_timeout: Duration,
+    connections: listen::ConnectionSettings,
 }
 
 impl Server {
     /// Opens the outbox, binds the configured address and starts the delivery tasks, which
     /// resume whatever the outbox still holds.
     pub async fn bind(config: &Config, rules: Ruleset) -> Result<Self, StartError> {
+        if let Some(tls) = &config.server.tls {
+            tls::check(tls)?;
+        }
         let outbox = Arc::new(Outbox::open(&config.outbox_path)?);
         let listener =
             TcpListener::bind(config.listen)
@@ -96,20 +105,43 @@ impl Server {
         let targets = Arc::new(config.targets.clone());
         let dispatcher =
             Dispatcher::start(&targets, outbox.clone(), config.delivery, http_client()?);
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let s = &config.server;
+        telemetry::rules_loaded(rules.rules().len());
         Ok(Self {
             listener,
             state: Arc::new(AppState {
-                rules: Arc::new(rules),
+                rules: ArcSwap::from_pointee(rules),
                 pipeline: Arc::new(Pipeline::new(config.pipeline.clone(), targets)),
                 outbox,
                 waker: dispatcher.waker(),
-                evaluators: Arc::new(Semaphore::new(cores)),
+                seen: SeenFilter::new(s.event_dedup_window, s.event_dedup_max_entries),
+                auth: s.auth.clone(),
+                evaluators: Arc::new(Semaphore::new(s.max_concurrent_batches)),
+                admission: Arc::new(Semaphore::new(
+                    s.max_concurrent_batches + s.max_queued_batches,
+                )),
+                retry_after: s.retry_after,
+                reload: None,
+                reload_status: Mutex::new(ReloadStatus::default()),
             }),
             dispatcher,
             max_body_bytes: config.max_body_bytes,
             drain_timeout: config.drain_timeout,
+            connections: listen::ConnectionSettings {
+                tls: s.tls.clone(),
+                header_read_timeout: s.header_read_timeout,
+                shutdown_timeout: s.shutdown_timeout,
+            },
         })
+    }
+
+    /// Enables hot reload from `source`: on changes under the script directories or to the
+    /// config file, on SIGHUP, and on `POST /-/reload`.
+    pub fn with_reload(mut self, source: ReloadSource) -> Self {
+        if let Some(state) = Arc::get_mut(&mut self.state) {
+            state.reload = Some(source);
+        }
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -123,12 +155,14 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = router(self.state.clone(), self.max_body_bytes);
-        let digests = tokio::spawn(digest_ticker(self.state.clone()));
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        digests.abort();
+        let app = routes::router(self.state.clone(), self.max_body_bytes);
+        let ticker = tokio::spawn(ticker(self.state.clone()));
+        let watcher = reload::spawn_triggers(self.state.clone());
+        let served = listen::serve(self.listener, app, self.connections, shutdown).await;
+        ticker.abort();
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
         let state = self.state.clone();
         let flushed = tokio::task::spawn_blocking(move || {
             store(&state.outbox, &state.pipeline.flush(), wall_clock_ms())
@@ -138,27 +172,30 @@ impl Server {
             tracing::error!(error = %err, "cannot store pending budget digests at shutdown");
         }
         self.dispatcher.shutdown(self.drain_timeout).await;
-        Ok(())
+        served.map_err(std::io::Error::other)
     }
 }
 
-/// Stores budget digests as their windows end.
-async fn digest_ticker(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+/// Once a second: stores budget digests whose windows ended, and updates the outbox gauges.
+async fn ticker(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let state = state.clone();
-        let stored = tokio::task::spawn_blocking(move || {
+        let result = tokio::task::spawn_blocking(move || {
             let due = state.pipeline.due_digests(wall_clock_ms());
-            let stored = store(&state.outbox, &due, wall_clock_ms());
+            store(&state.outbox, &due, wall_clock_ms())?;
             if !due.is_empty() {
                 state.waker.wake();
             }
-            stored
+            let sizes = state.outbox.sizes()?;
+            telemetry::outbox_sizes(sizes.pending, sizes.dead);
+            telemetry::event_dedup_entries(state.seen.len());
+            Ok::<_, OutboxError>(())
         })
         .await;
-        if let Ok(Err(err)) = stored {
-            tracing::error!(error = %err, "cannot store budget digests");
+        if let Ok(Err(err)) = result {
+            tracing::error!(error = %err, "outbox upkeep failed");
         }
     }
 }
@@ -174,116 +211,4 @@ pub fn http_client() -> reqwest::Result<reqwest::Client> {
         // A redirected POST would turn into a bodiless GET and look delivered: refuse it.
         .redirect(reqwest::redirect::Policy::none())
         .build()
-}
-
-fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/", post(ingest))
-        .route("/audit", post(ingest))
-        .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .with_state(state)
-}
-
-async fn ingest(
-    State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Json<BatchReply>, ApiError> {
-    if body.trim_ascii().is_empty() {
-        return Err(ApiError::BadRequest(
-            "empty body: expected an audit EventList".to_owned(),
-        ));
-    }
-    let span = tracing::info_span!("batch", bytes = body.len());
-    let reply = evaluate_batch(&state, body).instrument(span).await?;
-    if reply.queued > 0 {
-        state.waker.wake();
-    }
-    tracing::debug!(
-        events = reply.accepted,
-        alerts = reply.alerts,
-        queued = reply.queued,
-        rejected = reply.rejected.len(),
-        "batch accepted"
-    );
-    telemetry::batch(200);
-    Ok(Json(reply))
-}
-
-/// Decodes and evaluates a batch, admits its alerts and stores them durably, on the
-/// blocking pool, at most one batch per core at a time.
-async fn evaluate_batch(state: &Arc<AppState>, body: Bytes) -> Result<BatchReply, ApiError> {
-    let permit = state
-        .evaluators
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let state = state.clone();
-    let span = tracing::Span::current();
-    tokio::task::spawn_blocking(move || {
-        let _entered = span.enter();
-        let _permit = permit;
-        let (alerts, mut reply) = process(&state.rules, &body)?;
-        let admission = state.pipeline.admit(alerts, wall_clock_ms());
-        store(&state.outbox, &admission.deliveries, wall_clock_ms()).map_err(|err| {
-            tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
-            ApiError::Unavailable(err.to_string())
-        })?;
-        reply.queued = admission.deliveries.len();
-        Ok(reply)
-    })
-    .await
-    .map_err(|e| ApiError::Internal(format!("evaluation task failed: {e}")))?
-}
-
-fn process(rules: &Ruleset, body: &[u8]) -> Result<(Vec<Alert>, BatchReply), ApiError> {
-    let decoded = audit::decode(body);
-    telemetry::decode_errors(decoded.errors.len());
-    for err in &decoded.errors {
-        tracing::warn!(error = %err, "rejected part of a batch");
-    }
-    if decoded.events.is_empty()
-        && let Some(reason) = summarize(&decoded.errors)
-    {
-        return Err(ApiError::BadRequest(reason));
-    }
-    telemetry::events_received(decoded.events.len());
-    let accepted = decoded.events.len();
-    let mut alerts = Vec::new();
-    for event in decoded.events {
-        let evaluation = rules.evaluate(Arc::new(event));
-        for err in &evaluation.errors {
-            tracing::warn!(
-                rule = %err.rule,
-                location = %err.location,
-                audit_id = %err.audit_id,
-                error = %err.message,
-                "script failed"
-            );
-            telemetry::rule_error(&err.rule);
-        }
-        for alert in &evaluation.alerts {
-            telemetry::rule_matched(&alert.rule);
-        }
-        alerts.extend(evaluation.alerts);
-    }
-    for rule in rules.rules() {
-        telemetry::rules_evaluated(rule.name(), accepted);
-    }
-    let reply = BatchReply {
-        accepted,
-        alerts: alerts.len(),
-        queued: 0,
-        rejected: decoded.errors.iter().map(ToString::to_string).collect(),
-    };
-    Ok((alerts, reply))
-}
-
-fn summarize(errors: &[DecodeError]) -> Option<String> {
-    let first = errors.first()?;
-    Some(match errors.len() {
-        1 => format!("cannot decode body: {first}"),
-        n => format!("cannot decode body: {first} (and {} more)", n - 1),
-    })
 }

@@ -2,6 +2,7 @@
 //! receiver.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod klaxon;
 pub mod metrics;
 pub mod process;

@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// A running `klaxon serve` child; killed on drop if still running.
 pub struct Daemon {
@@ -10,6 +11,7 @@ pub struct Daemon {
     pub child: Child,
     /// The address it listens on.
     pub addr: String,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -29,8 +31,14 @@ impl Daemon {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("klaxon starts");
-        let addr = listening_address(&mut child);
-        Self { child, addr }
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let addr = listening_address(&mut child, logs.clone());
+        Self { child, addr, logs }
+    }
+
+    /// Every log line so far (JSON).
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
     }
 
     /// Sends SIGTERM or SIGKILL.
@@ -50,19 +58,25 @@ impl Drop for Daemon {
     }
 }
 
-/// Reads the child's JSON log lines until the "listening" line and returns its address.
-fn listening_address(child: &mut Child) -> String {
+/// Reads the child's JSON log lines until the "listening" line and returns its address;
+/// keeps collecting the lines into `logs`.
+fn listening_address(child: &mut Child, logs: Arc<Mutex<Vec<String>>>) -> String {
     let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {
         let line = line.expect("log line");
+        logs.lock().unwrap().push(line.clone());
         let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
         if let Some(addr) = log["fields"]["listen"].as_str() {
             let addr = addr.to_owned();
             // Keep draining stderr so the child never blocks on a full pipe.
-            std::thread::spawn(move || lines.for_each(drop));
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    logs.lock().unwrap().push(line);
+                }
+            });
             return addr;
         }
     }
