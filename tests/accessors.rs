@@ -860,3 +860,21 @@ fn timestamps_read_their_own_field_without_fallback() {
     // klaxon's own event time (used on alerts) does fall back.
     assert_eq!(v1beta1.time(), "R");
 }
+
+#[test]
+fn a_request_object_nested_too_deep_reads_as_unit_without_crashing() {
+    let rules = ruleset();
+    let bomb = format!(
+        r#"{{"auditID":"x","requestObject":{}1{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let event = event_from(&bomb);
+    assert!(eval(&rules, &event, "event.requestObject").is_unit());
+    assert_eq!(
+        eval(&rules, &event, "event.containers().len()")
+            .as_int()
+            .unwrap(),
+        0
+    );
+}

@@ -116,7 +116,13 @@ impl Dispatcher {
 
     /// Drains: sends what is due now (group windows no longer wait), for at most `drain`;
     /// what is left stays in the outbox for the next start.
+    /// With a zero `drain`, nothing more is sent.
     pub async fn shutdown(mut self, drain: Duration) {
+        if drain.is_zero() {
+            self.workers.abort_all();
+            while self.workers.join_next().await.is_some() {}
+            return;
+        }
         let _ = self.stop.send(true);
         let all_done = async { while self.workers.join_next().await.is_some() {} };
         if tokio::time::timeout(drain, all_done).await.is_err() {

@@ -130,7 +130,13 @@ impl Acceptor {
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(done) = connections.join_next(), if !connections.is_empty() => {
+                    if let Err(err) = done
+                        && err.is_panic()
+                    {
+                        tracing::error!(error = %err, "a connection task panicked");
+                    }
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((tcp, addr)) => {
                         backoff = ACCEPT_BACKOFF.0;
@@ -482,7 +488,6 @@ impl AsyncWrite for Io {
 }
 
 /// The router, with the connection's [`Peer`] and `ConnectInfo` put on every request.
-#[derive(Clone)]
 struct PeerService {
     app: Router,
     peer: Peer,

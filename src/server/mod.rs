@@ -94,6 +94,8 @@ impl Server {
         if let Some(tls) = &config.server.tls {
             tls::check(tls)?;
         }
+        // Installed before anything counts, so /metrics sees every count.
+        telemetry::prometheus();
         let outbox = Arc::new(Outbox::open(&config.outbox_path)?);
         let listener =
             TcpListener::bind(config.listen)

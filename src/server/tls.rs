@@ -127,9 +127,9 @@ pub enum TlsError {
         /// Why.
         source: rustls::Error,
     },
-    /// The server certificate is outside its validity period (reported by `check`).
+    /// The server certificate is expired or not yet valid (reported by `check`).
     #[error("{path}: the certificate is not valid now (valid from {not_before} until {not_after})")]
-    Expired {
+    NotValidNow {
         /// The file.
         path: PathBuf,
         /// Start of validity.
@@ -180,7 +180,7 @@ pub struct ReloadStatus {
 pub struct CertSubject {
     /// RFC 4514 string, most specific attribute first: `CN=kube-apiserver,O=system:masters`.
     pub rfc4514: String,
-    /// The (first) common name.
+    /// The common name; of several, the last encoded, as Go (and so Kubernetes) reads it.
     pub common_name: Option<String>,
 }
 
@@ -257,7 +257,7 @@ pub fn certificate_subject(der: &[u8]) -> Option<CertSubject> {
     let subject = cert.subject();
     let common_name = subject
         .iter_common_name()
-        .next()
+        .last()
         .and_then(|cn| attribute_string(cn).map(str::to_owned));
     Some(CertSubject {
         rfc4514: rfc4514(subject),
@@ -409,7 +409,7 @@ fn validity(path: &Path, leaf: Option<&CertificateDer<'_>>) -> Result<(), TlsErr
     let cert = parse_cert(path, 0, leaf)?;
     let validity = cert.validity();
     if !validity.is_valid() {
-        return Err(TlsError::Expired {
+        return Err(TlsError::NotValidNow {
             path: path.to_owned(),
             not_before: validity.not_before.to_string(),
             not_after: validity.not_after.to_string(),
@@ -511,6 +511,8 @@ enum Trigger {
 struct Seen {
     attempted: Option<u64>,
     installed: Option<u64>,
+    /// The last failure, logged once rather than at every poll.
+    last_error: Option<String>,
 }
 
 /// Serves the current certificate; the reload thread replaces it.
@@ -566,6 +568,7 @@ impl CertResolver {
             seen: Mutex::new(Seen {
                 attempted: Some(print),
                 installed: Some(print),
+                last_error: None,
             }),
             status: watch::Sender::new(ReloadStatus::default()),
             watcher: Mutex::new(None),
@@ -580,7 +583,7 @@ impl CertResolver {
         let (cert_pem, key_pem) = match read_both {
             Ok(pair) => pair,
             Err(err) => {
-                self.failed(&err);
+                self.failed(&mut seen, &err);
                 return Err(err);
             }
         };
@@ -608,6 +611,7 @@ impl CertResolver {
                     .unwrap_or_default();
                 self.current.store(Arc::new(key));
                 seen.installed = Some(print);
+                seen.last_error = None;
                 self.status.send_modify(|s| s.generation += 1);
                 tracing::info!(
                     cert_file = %self.cert_file.display(),
@@ -617,17 +621,23 @@ impl CertResolver {
                 Ok(true)
             }
             Err(err) => {
-                self.failed(&err);
+                self.failed(&mut seen, &err);
                 Err(err)
             }
         }
     }
 
-    fn failed(&self, err: &TlsError) {
-        tracing::error!(
-            error = %err,
-            "cannot reload the TLS certificate; still serving the previous one"
-        );
+    fn failed(&self, seen: &mut Seen, err: &TlsError) {
+        let message = err.to_string();
+        if seen.last_error.as_ref() == Some(&message) {
+            tracing::debug!(error = %message, "TLS certificate still unreadable");
+        } else {
+            tracing::error!(
+                error = %message,
+                "cannot reload the TLS certificate; still serving the previous one"
+            );
+            seen.last_error = Some(message);
+        }
         self.status.send_modify(|s| s.failures += 1);
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use klaxon::config::{self, Config};
 use klaxon::rules::Ruleset;
-use klaxon::server::Server;
+use klaxon::server::{ReloadSource, Server};
 use tokio::sync::oneshot;
 
 /// Writes `toml` to `dir/klaxon.toml` and loads it as klaxon would.
@@ -34,8 +34,21 @@ pub struct Running {
 
 /// Starts the server of `config` with its scripts.
 pub async fn start(config: &Config) -> Running {
+    start_server(config, None).await
+}
+
+/// Starts the server of `config`, reloading from `config_path` on changes.
+pub async fn start_with_reload(config: &Config, config_path: &Path) -> Running {
+    let source = ReloadSource::new(Some(config_path.to_path_buf()), Vec::new(), config);
+    start_server(config, Some(source)).await
+}
+
+async fn start_server(config: &Config, reload: Option<ReloadSource>) -> Running {
     let rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
-    let server = Server::bind(config, rules).await.unwrap();
+    let mut server = Server::bind(config, rules).await.unwrap();
+    if let Some(source) = reload {
+        server = server.with_reload(source);
+    }
     let base = format!("http://{}", server.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel();
     let done = tokio::spawn(server.run(async {
@@ -45,6 +58,30 @@ pub async fn start(config: &Config) -> Running {
 }
 
 impl Running {
+    /// GETs `path` and returns the status and body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = reqwest::get(format!("{}{path}", self.base)).await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    }
+
+    /// POSTs `body` to `/audit` and returns the status and the reply's JSON.
+    pub async fn post_json(&self, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(format!("{}/audit", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
+    }
+
     /// POSTs `body` to `/audit` and returns the status.
     pub async fn post(&self, body: String) -> u16 {
         reqwest::Client::new()

@@ -1,0 +1,543 @@
+//! Production ingest over loopback: bad input answered with the right status and a reason
+//! while the daemon keeps serving; the same batch twice raises one alert; overload gets
+//! 429 with Retry-After and every accepted batch is evaluated; hot reload of scripts,
+//! including a broken edit; basic and bearer authentication without secrets in the logs;
+//! SIGTERM during traffic loses nothing accepted.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use support::klaxon::{config_from, scripts, start, start_with_reload};
+use support::process::Daemon;
+use support::slack::SlackStandIn;
+use tempfile::TempDir;
+
+/// A console-only config for `dir`; `extra` is appended.
+fn toml(dir: &Path, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[scripts]
+dirs = ["{dir}/scripts"]
+[outbox]
+path = "{dir}/data"
+[delivery]
+group_wait = "1h"
+# Shutdown leaves everything in the outbox, where the tests count it.
+drain_timeout = "0s"
+[rule_defaults]
+budget = 1000000
+[routing]
+default_targets = ["sink"]
+[targets.sink]
+type = "console"
+format = "json"
+{extra}
+"#,
+        dir = dir.display()
+    )
+}
+
+/// `n` create events with auditIDs `{prefix}-0000`…, as an EventList.
+fn events(prefix: &str, n: usize) -> String {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({
+                "auditID": format!("{prefix}-{i:04}"),
+                "stage": "ResponseComplete",
+                "verb": "create",
+                "objectRef": {"resource": "configmaps", "namespace": "ns"},
+            })
+        })
+        .collect();
+    json!({"kind": "EventList", "items": items}).to_string()
+}
+
+const FIRE: &str = r#"if event.verb == "create" { alert(#{ title: `v1 ${event.auditID}` }); }"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_status_and_a_reason_and_the_daemon_keeps_serving() {
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("fire", FIRE)]);
+    let config = config_from(
+        &toml(dir.path(), "").replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_body_bytes = 16777216",
+        ),
+        dir.path(),
+    );
+    let server = start(&config).await;
+    let deep = |field: &str| {
+        format!(
+            r#"{{"kind":"EventList","items":[{{"auditID":"x","{field}":{}1{}}}]}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        )
+    };
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "truncated JSON",
+            br#"{"kind":"EventList","items":[{"auditID":"a""#.to_vec(),
+            400,
+            "EOF",
+        ),
+        (
+            "wrong types",
+            br#"{"kind":"EventList","items":[{"auditID":5}]}"#.to_vec(),
+            400,
+            "invalid type",
+        ),
+        (
+            "not JSON",
+            b"hello, klaxon".to_vec(),
+            400,
+            "expected an audit EventList",
+        ),
+        (
+            "invalid UTF-8",
+            b"{\"auditID\":\"\xff\xfe\"}".to_vec(),
+            400,
+            "invalid",
+        ),
+        (
+            "JSON bomb",
+            format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000)).into_bytes(),
+            400,
+            "invalid type",
+        ),
+        ("empty body", Vec::new(), 400, "empty body"),
+    ];
+    for (what, body, status, reason) in cases {
+        let (got, reply) = server.post_json(body).await;
+        assert_eq!(got, status, "{what}: {reply}");
+        assert!(reply.to_string().contains(reason), "{what}: {reply}");
+    }
+    // A bomb inside requestObject is kept raw, one in an unknown field is skipped: the
+    // envelope is fine and the event is taken; reading such a requestObject gives ().
+    for field in ["requestObject", "someUnknownField"] {
+        let (status, reply) = server.post_json(deep(field)).await;
+        assert_eq!(
+            (status, reply["accepted"].as_u64()),
+            (200, Some(1)),
+            "{reply}"
+        );
+    }
+    // 100 MiB over the 16 MiB limit: refused with 413, the body is not kept.
+    let (status, reply) = server.post_json(vec![b' '; 100 << 20]).await;
+    assert_eq!(status, 413, "{reply}");
+    // 10,000 items in one EventList are all taken.
+    let (status, reply) = server.post_json(events("big", 10_000)).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["accepted"], 10_000);
+    assert_eq!(reply["alerts"], 10_000);
+    let (status, body) = server.get("/healthz").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_batch_twice_raises_one_alert() {
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("fire", FIRE)]);
+    let config = config_from(&toml(dir.path(), ""), dir.path());
+    let server = start(&config).await;
+    let batch = events("retry", 3);
+    let (status, first) = server.post_json(batch.clone()).await;
+    assert_eq!((status, first["alerts"].as_u64()), (200, Some(3)));
+    let (status, second) = server.post_json(batch).await;
+    assert_eq!(status, 200);
+    assert_eq!(second["duplicates"], 3);
+    assert_eq!(second["alerts"], 0);
+    assert_eq!(second["queued"], 0);
+    server.shutdown().await;
+    let outbox = klaxon::outbox::Outbox::open(&config.outbox_path).unwrap();
+    assert_eq!(outbox.all_pending().unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_gets_429_with_retry_after_and_every_accepted_batch_is_evaluated() {
+    let dir = TempDir::new().unwrap();
+    // A deliberately slow script, so batches pile up.
+    scripts(
+        dir.path(),
+        &[(
+            "slow",
+            r#"let n = 0; while n < 2000 { n += 1; } alert(#{ title: event.auditID });"#,
+        )],
+    );
+    let config = config_from(
+        &toml(dir.path(), "").replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_concurrent_batches = 1\nmax_queued_batches = 1\nretry_after_secs = 2",
+        ),
+        dir.path(),
+    );
+    let server = Arc::new(start(&config).await);
+    let accepted_alerts = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for b in 0..12 {
+        let server = server.clone();
+        let accepted_alerts = accepted_alerts.clone();
+        tasks.push(tokio::spawn(async move {
+            let response = reqwest::Client::new()
+                .post(format!("{}/audit", server.base))
+                .body(events(&format!("b{b:02}"), 200))
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let reply: Value = response.json().await.unwrap();
+            if status == 200 {
+                accepted_alerts
+                    .fetch_add(reply["alerts"].as_u64().unwrap() as usize, Ordering::SeqCst);
+            }
+            (status, retry_after)
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    let refused: Vec<_> = statuses.iter().filter(|(s, _)| *s == 429).collect();
+    let ok = statuses.iter().filter(|(s, _)| *s == 200).count();
+    assert!(!refused.is_empty(), "{statuses:?}");
+    assert!(ok >= 2, "{statuses:?}");
+    assert_eq!(ok + refused.len(), 12, "{statuses:?}");
+    assert!(
+        refused.iter().all(|(_, r)| r.as_deref() == Some("2")),
+        "{refused:?}"
+    );
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    Arc::try_unwrap(server).ok().unwrap().shutdown().await;
+    // Every batch that got 200 was evaluated and stored: 200 alerts each.
+    assert_eq!(accepted_alerts.load(Ordering::SeqCst), ok * 200);
+    let outbox = klaxon::outbox::Outbox::open(&config.outbox_path).unwrap();
+    assert_eq!(outbox.all_pending().unwrap().len(), ok * 200);
+}
+
+/// Waits until `/readyz` reports a reload newer than `after_ms`; returns its JSON.
+async fn next_reload(server: &support::klaxon::Running, after_ms: i64) -> Value {
+    loop {
+        let (_, body) = server.get("/readyz").await;
+        let ready: Value = serde_json::from_str(&body).unwrap();
+        if ready["last_reload"]["at_ms"]
+            .as_i64()
+            .is_some_and(|t| t > after_ms)
+        {
+            return ready;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_script_reloads_it_and_a_broken_edit_keeps_the_running_set() {
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("fire", FIRE)]);
+    let config_path = dir.path().join("klaxon.toml");
+    let config = config_from(&toml(dir.path(), ""), dir.path());
+    let server = start_with_reload(&config, &config_path).await;
+    let (_, before) = server.post_json(events("a", 1)).await;
+    assert_eq!(before["alerts"], 1);
+
+    // A new version that raises two alerts per event.
+    let started = std::time::Instant::now();
+    let v2 =
+        r#"alert(#{ title: `v2 ${event.auditID}` }); alert(#{ title: `v2b ${event.auditID}` });"#;
+    std::fs::write(dir.path().join("scripts/fire.rhai"), v2).unwrap();
+    let ready = next_reload(&server, 0).await;
+    let reload_latency = started.elapsed();
+    eprintln!("reload took {reload_latency:?} after the edit");
+    assert_eq!(ready["last_reload"]["ok"], true, "{ready}");
+    let (status, after) = server.post_json(events("b", 1)).await;
+    assert_eq!((status, after["alerts"].as_u64()), (200, Some(2)));
+
+    // A broken edit: the running scripts stay, /readyz and /metrics say it failed.
+    let at = ready["last_reload"]["at_ms"].as_i64().unwrap();
+    std::fs::write(dir.path().join("scripts/fire.rhai"), "alert(#{ title: ").unwrap();
+    let failed = next_reload(&server, at).await;
+    assert_eq!(failed["ready"], true, "{failed}");
+    assert_eq!(failed["last_reload"]["ok"], false, "{failed}");
+    let errors = failed["last_reload"]["errors"].to_string();
+    assert!(errors.contains("fire.rhai:1:"), "{errors}");
+    let (status, still) = server.post_json(events("c", 1)).await;
+    assert_eq!((status, still["alerts"].as_u64()), (200, Some(2)));
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(metrics.contains("klaxon_reload_success 0"), "{metrics}");
+    assert!(
+        metrics.contains(r#"klaxon_reloads_total{result="failure"} 1"#),
+        "{metrics}"
+    );
+
+    // POST /-/reload after a fix.
+    std::fs::write(dir.path().join("scripts/fire.rhai"), FIRE).unwrap();
+    let fixed = reqwest::Client::new()
+        .post(format!("{}/-/reload", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fixed.status(), 200);
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics.contains("klaxon_rule_evaluation_seconds_bucket"),
+        "{metrics}"
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_and_bearer_auth_let_in_the_right_credentials_and_log_no_secret() {
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("fire", FIRE)]);
+    std::fs::write(dir.path().join("token"), "tok-7f3a9c2e\n").unwrap();
+    let config = dir.path().join("klaxon.toml");
+    std::fs::write(
+        &config,
+        toml(
+            dir.path(),
+            "[server.auth]\nbearer_token_file = \"TOKEN\"\nbasic_username = \"kube-apiserver\"\nbasic_password = \"pw-51c0ffee\"\n",
+        )
+        .replace("TOKEN", &dir.path().join("token").display().to_string()),
+    )
+    .unwrap();
+    let daemon = tokio::task::block_in_place(|| {
+        Daemon::start(
+            &["--config", config.to_str().unwrap()],
+            &[("RUST_LOG", "debug")],
+        )
+    });
+    let url = format!("http://{}/audit", daemon.addr);
+    let client = reqwest::Client::new();
+    let post = |auth: Option<(&str, &str)>, bearer: Option<&str>| {
+        let mut request = client.post(&url).body(events("auth", 1));
+        if let Some((user, password)) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    assert_eq!(
+        post(None, Some("tok-7f3a9c2e")).await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        post(Some(("kube-apiserver", "pw-51c0ffee")), None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for (auth, bearer) in [
+        (None, None),
+        (None, Some("tok-wrong-000")),
+        (Some(("kube-apiserver", "pw-wrong-000")), None),
+        (Some(("mallory", "pw-51c0ffee")), None),
+    ] {
+        let response = post(auth, bearer).await.unwrap();
+        assert_eq!(response.status(), 401);
+        let challenges: Vec<&str> = response
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Bearer")),
+            "{challenges:?}"
+        );
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Basic")),
+            "{challenges:?}"
+        );
+    }
+    // Probes stay open.
+    let ready = client
+        .get(format!("http://{}/readyz", daemon.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    daemon.signal("-TERM");
+    let mut daemon = daemon;
+    let status = tokio::task::block_in_place(|| daemon.child.wait()).unwrap();
+    assert!(status.success());
+    let logs = daemon.logs().join("\n");
+    assert!(logs.contains("authentication failed"), "{logs}");
+    assert!(logs.contains("127.0.0.1"), "source address logged: {logs}");
+    for secret in [
+        "tok-7f3a9c2e",
+        "pw-51c0ffee",
+        "tok-wrong-000",
+        "pw-wrong-000",
+    ] {
+        assert!(!logs.contains(secret), "secret {secret} in the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_traffic_exits_0_and_loses_nothing_accepted() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("fire", FIRE)]);
+    let config = dir.path().join("klaxon.toml");
+    std::fs::write(
+        &config,
+        toml(
+            dir.path(),
+            &format!(
+                "[targets.slack]\ntype = \"slack\"\nwebhook_url = \"{}\"\n",
+                slack.url()
+            ),
+        )
+        .replace(
+            "default_targets = [\"sink\"]",
+            "default_targets = [\"slack\"]",
+        ),
+    )
+    .unwrap();
+    let mut daemon =
+        tokio::task::block_in_place(|| Daemon::start(&["--config", config.to_str().unwrap()], &[]));
+    let url = format!("http://{}/audit", daemon.addr);
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let sender = {
+        let accepted = accepted.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            for b in 0..1000 {
+                let Ok(response) = client
+                    .post(&url)
+                    .body(events(&format!("t{b:03}"), 5))
+                    .send()
+                    .await
+                else {
+                    return;
+                };
+                if response.status() == 200 {
+                    accepted.fetch_add(5, Ordering::SeqCst);
+                }
+            }
+        })
+    };
+    // Stop in the middle of the traffic.
+    while accepted.load(Ordering::SeqCst) < 50 {
+        tokio::task::yield_now().await;
+    }
+    daemon.signal("-TERM");
+    let status = tokio::task::block_in_place(|| daemon.child.wait()).unwrap();
+    assert!(status.success(), "{status:?}");
+    let _ = sender.await;
+    let accepted = accepted.load(Ordering::SeqCst);
+    // What was not sent before exit (group window of an hour) is in the outbox.
+    let outbox = klaxon::outbox::Outbox::open(&dir.path().join("data")).unwrap();
+    let pending = outbox.all_pending().unwrap().len();
+    let sent: usize = slack.messages().len();
+    assert!(accepted >= 50);
+    assert_eq!(
+        pending + alerts_in(&slack.messages()),
+        accepted,
+        "sent notices: {sent}"
+    );
+}
+
+/// Alerts carried by Slack messages (digests count all their alerts).
+fn alerts_in(messages: &[Value]) -> usize {
+    messages
+        .iter()
+        .map(|m| {
+            let header = m["blocks"][0]["text"]["text"].as_str().unwrap_or("");
+            let words: Vec<&str> = header.split_whitespace().collect();
+            match words.get(2) {
+                Some(&"alerts:") => words[1].parse().unwrap(),
+                _ => 1,
+            }
+        })
+        .sum()
+}
+
+/// Peak resident memory of a process, in KiB (Linux).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_stays_under_the_stated_bound_under_overload() {
+    let dir = TempDir::new().unwrap();
+    // Like most audit traffic, these events raise no alert (alerts add ~2 KiB each).
+    scripts(
+        dir.path(),
+        &[(
+            "quiet",
+            r#"if event.verb == "delete" { alert(#{ title: "x" }); }"#,
+        )],
+    );
+    let config = dir.path().join("klaxon.toml");
+    // Stated bound above the idle daemon: (max_concurrent + max_queued) × 16 × max_body_bytes
+    // (the body, and its decoded events: small Metadata events take up to ~10 times their
+    // JSON size, plus allocator slack) + 16 MiB (outbox cache, buffers): here 80 MiB.
+    std::fs::write(
+        &config,
+        toml(dir.path(), "").replace(
+            "listen = \"127.0.0.1:0\"",
+            "listen = \"127.0.0.1:0\"\nmax_body_bytes = 2097152\nmax_concurrent_batches = 1\nmax_queued_batches = 1",
+        ),
+    )
+    .unwrap();
+    let daemon =
+        tokio::task::block_in_place(|| Daemon::start(&["--config", config.to_str().unwrap()], &[]));
+    let pid = daemon.child.id();
+    let idle = peak_rss_kib(pid);
+    let url = format!("http://{}/audit", daemon.addr);
+    // Batches of about 1.9 MiB, 40 at once, three rounds.
+    let body = Arc::new(events("mem", 15_000));
+    assert!(
+        body.len() < 2 << 20 && body.len() > (3 << 20) / 2,
+        "{}",
+        body.len()
+    );
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let mut tasks = Vec::new();
+        for _ in 0..40 {
+            let (url, body) = (url.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .body((*body).clone())
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }));
+        }
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+    }
+    let peak = peak_rss_kib(pid);
+    eprintln!("idle peak RSS {idle} KiB, peak under overload {peak} KiB");
+    assert!(statuses.contains(&429), "{statuses:?}");
+    assert!(statuses.contains(&200), "{statuses:?}");
+    let bound_kib = 2 * 16 * 2048 + 16 * 1024;
+    assert!(peak - idle < bound_kib, "grew by {} KiB", peak - idle);
+    let health = reqwest::get(format!("http://{}/healthz", daemon.addr))
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+}
