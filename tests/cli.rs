@@ -683,3 +683,20 @@ fn target_keys_that_do_not_apply_are_refused_with_their_line() {
             "error: bad.toml:4: targets.hook.smtp_host: does not apply to a http target",
         ));
 }
+
+#[test]
+fn check_reports_unreadable_tls_files() {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
+    write(
+        dir.path(),
+        "tls.toml",
+        "[server.tls]\ncert_file = \"missing.crt\"\nkey_file = \"missing.key\"\n",
+    );
+    klaxon_in(dir.path())
+        .args(["--config", "tls.toml", "--scripts", "scripts", "check"])
+        .assert()
+        .failure()
+        .stderr(contains("server.tls: "))
+        .stderr(contains("missing.crt"));
+}

@@ -541,3 +541,58 @@ async fn memory_stays_under_the_stated_bound_under_overload() {
         .unwrap();
     assert_eq!(health.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn klaxon_over_mtls_lets_in_only_the_allowed_client_certificate_subject() {
+    use support::certs::Ca;
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("fire", FIRE)]);
+    let ca = Ca::new("test CA");
+    let (cert, key) = ca.server(1, &[]).write(dir.path());
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let extra = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\nclient_auth = \"required\"\n[server.auth]\nclient_cert_subjects = [\"CN=kube-apiserver\"]\n",
+        cert.display(),
+        key.display(),
+        ca_file.display()
+    );
+    let config = config_from(&toml(dir.path(), &extra), dir.path());
+    let server = start(&config).await;
+    let url = server.base.replace("http://127.0.0.1", "https://localhost") + "/audit";
+    let client = |name: &str| {
+        reqwest::Client::builder()
+            .add_root_certificate(ca.root())
+            .identity(ca.client(name, "system:masters").identity())
+            .build()
+            .unwrap()
+    };
+    let allowed = client("kube-apiserver")
+        .post(&url)
+        .body(events("tls", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.version(), reqwest::Version::HTTP_2);
+    let other = client("mallory")
+        .post(&url)
+        .body(events("tls", 1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 401);
+    let no_cert = reqwest::Client::builder()
+        .add_root_certificate(ca.root())
+        .build()
+        .unwrap()
+        .post(&url)
+        .body(events("tls", 1))
+        .send()
+        .await;
+    assert!(
+        no_cert.is_err(),
+        "the handshake refuses a client without a certificate"
+    );
+    server.shutdown().await;
+}

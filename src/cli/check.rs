@@ -10,7 +10,14 @@ use crate::rules::{Ruleset, ScriptLimits};
 pub(super) fn run(config_path: &Option<PathBuf>, scripts: &[PathBuf]) -> ExitCode {
     let mut problems: Vec<String> = Vec::new();
     let config = match config::load(config_path.as_deref()) {
-        Ok(config) => Some(config),
+        Ok(config) => {
+            if let Some(tls) = &config.server.tls
+                && let Err(err) = crate::server::tls::check(tls)
+            {
+                problems.push(format!("server.tls: {err}"));
+            }
+            Some(config)
+        }
         Err(err) => {
             problems.extend(err.0.iter().map(ToString::to_string));
             None
