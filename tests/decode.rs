@@ -582,3 +582,22 @@ fn json_that_is_not_an_object_is_refused_without_internal_names() {
         assert!(!reason.contains("Raw"), "{input}: {reason}");
     }
 }
+
+#[test]
+fn an_event_list_with_one_item_per_line_is_one_document() {
+    let input =
+        "{\"kind\":\"EventList\",\"items\":[\n{\"auditID\":\"a\"},\n{\"auditID\":\"b\"}\n]}\n";
+    let decoded = decode(input.as_bytes());
+    assert_no_errors(&decoded);
+    assert_eq!(audit_ids(&decoded), ["a", "b"]);
+}
+
+#[test]
+fn an_item_with_an_unpaired_surrogate_costs_only_itself() {
+    let input =
+        r#"{"kind":"EventList","items":[{"auditID":"a"},{"auditID":"\ud800"},{"auditID":"c"}]}"#;
+    let decoded = decode(input.as_bytes());
+    assert_eq!(audit_ids(&decoded), ["a", "c"]);
+    assert_eq!(decoded.errors.len(), 1);
+    assert_eq!(decoded.errors[0].location.item, Some(1));
+}

@@ -140,8 +140,10 @@ fn is_json_lines(input: &[u8]) -> bool {
     let (Some(first), Some(second)) = (lines.next(), lines.next()) else {
         return false;
     };
-    !first.starts_with(b"[")
-        && ((first.starts_with(b"{") && first.ends_with(b"}")) || second.starts_with(b"{"))
+    let looks_like_lines = !first.starts_with(b"[")
+        && ((first.starts_with(b"{") && first.ends_with(b"}")) || second.starts_with(b"{"));
+    // An EventList with one item per line looks the same: one whole value is a document.
+    looks_like_lines && serde_json::from_slice::<serde::de::IgnoredAny>(input).is_err()
 }
 
 /// The reason given for input that is JSON but not an object or array.
@@ -203,8 +205,13 @@ fn decode_document_at(input: &[u8], line_no: usize, out: &mut Decoded) {
         }) => out.push_items(items, line_no),
         Ok(list) if list.kind == "EventList" => {}
         Ok(_) => decode_event(input, line_no, out),
-        Err(err) if err.is_data() => decode_lenient_list(input, line_no, out),
-        Err(err) => out.errors.push(DecodeError::from_json(&err, line_no, None)),
+        // A bad item (a wrong type, or a string serde_json refuses such as an unpaired
+        // surrogate escape) costs only itself when the list itself is well formed.
+        Err(err) => {
+            if !decode_lenient_list(input, line_no, out) {
+                out.errors.push(DecodeError::from_json(&err, line_no, None));
+            }
+        }
     }
 }
 
@@ -230,16 +237,20 @@ fn decode_event(input: &[u8], line_no: usize, out: &mut Decoded) {
 }
 
 /// An EventList with a bad item: decode item by item so one bad item costs only itself.
-fn decode_lenient_list(input: &[u8], line_no: usize, out: &mut Decoded) {
+/// Returns false, recording nothing, when the list itself is not well formed.
+fn decode_lenient_list(input: &[u8], line_no: usize, out: &mut Decoded) -> bool {
     #[derive(Deserialize)]
     struct RawList<'a> {
         #[serde(borrow, default)]
         items: Option<Vec<&'a RawValue>>,
     }
     match serde_json::from_slice::<RawList<'_>>(input) {
-        Ok(RawList { items: Some(items) }) => decode_items(input, &items, line_no, out),
-        Ok(RawList { items: None }) => decode_event(input, line_no, out),
-        Err(err) => out.errors.push(DecodeError::from_json(&err, line_no, None)),
+        Ok(RawList { items: Some(items) }) => {
+            decode_items(input, &items, line_no, out);
+            true
+        }
+        Ok(RawList { items: None }) => false,
+        Err(_) => false,
     }
 }
 
