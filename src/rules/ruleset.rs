@@ -31,6 +31,9 @@ pub struct ScriptLimits {
     pub max_expr_depth: usize,
     /// Most alerts one script may raise on one event.
     pub max_alerts_per_event: usize,
+    /// Longest one script may run on one event (checked every 1,024 operations).
+    #[serde(with = "humantime_serde")]
+    pub max_run_time: std::time::Duration,
 }
 
 impl Default for ScriptLimits {
@@ -43,6 +46,7 @@ impl Default for ScriptLimits {
             max_call_levels: 32,
             max_expr_depth: 64,
             max_alerts_per_event: 100,
+            max_run_time: std::time::Duration::from_millis(100),
         }
     }
 }
@@ -201,6 +205,7 @@ struct Frame {
     rule: Option<Arc<str>>,
     specs: Vec<AlertSpec>,
     max_alerts: usize,
+    deadline: Option<std::time::Instant>,
 }
 
 thread_local! {
@@ -334,9 +339,14 @@ impl Ruleset {
             let mut f = f.borrow_mut();
             f.rule = Some(rule.name.clone());
             f.max_alerts = self.limits.max_alerts_per_event;
+            f.deadline = Some(std::time::Instant::now() + self.limits.max_run_time);
         });
         let result = self.engine.run_ast_with_scope(scope, &rule.ast);
-        FRAME.with(|f| f.borrow_mut().rule = None);
+        FRAME.with(|f| {
+            let mut f = f.borrow_mut();
+            f.rule = None;
+            f.deadline = None;
+        });
         result
     }
 
@@ -372,6 +382,10 @@ fn script_error(
         EvalAltResult::ErrorStackOverflow(_) => format!(
             " (scripts.limits.max_call_levels = {})",
             limits.max_call_levels
+        ),
+        EvalAltResult::ErrorTerminated(..) => format!(
+            " (ran longer than scripts.limits.max_run_time = {})",
+            humantime::format_duration(limits.max_run_time)
         ),
         EvalAltResult::ErrorDataTooLarge(..) => {
             " (see scripts.limits: max_string_size, max_array_size, max_map_size)".to_owned()
@@ -435,6 +449,15 @@ fn build_engine(limits: &ScriptLimits) -> Engine {
             line = pos.line().unwrap_or(0),
             "{text}"
         );
+    });
+    // A wall-clock bound besides the operation count: some operations (growing a large
+    // array) cost far more than others.
+    engine.on_progress(|ops| {
+        if ops % 1024 != 0 {
+            return None;
+        }
+        let deadline = FRAME.with(|f| f.borrow().deadline)?;
+        (std::time::Instant::now() > deadline).then(|| "max_run_time".into())
     });
     engine.register_fn("alert", alert);
     api::register(&mut engine);
