@@ -86,7 +86,7 @@ pub(super) fn run(config: &Config, args: &Args, mode: Mode) -> anyhow::Result<Ex
         counts.events += decoded.events.len();
         for (event, origin) in decoded.events.into_iter().zip(decoded.origins) {
             clock_ms = parse_time_ms(event.time()).unwrap_or(clock_ms);
-            let evaluation = rules.evaluate(Arc::new(event));
+            let evaluation = rules.evaluate_at(Arc::new(event), clock_ms);
             for err in &evaluation.errors {
                 eprintln!("error: {err}");
                 *counts.errors.entry(err.rule.clone()).or_default() += 1;

@@ -6,9 +6,11 @@
 mod alert;
 mod api;
 mod ruleset;
+mod state;
 
 pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
 pub use api::{EVENT_ACCESSORS, ScriptEvent, glob_match, is_system_user, json_to_dynamic};
 pub use ruleset::{
     Evaluation, LoadError, LoadErrors, Rule, Ruleset, ScriptError, ScriptLimits, ScriptSource,
 };
+pub use state::{MAX_TIMESTAMPS, StateStore};

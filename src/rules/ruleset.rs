@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertContext, AlertSpec};
 use super::api::{self, ScriptEvent};
+use super::state::StateStore;
 use crate::audit::Event;
 
 /// Sandbox limits for every script run; each is per run of one script on one event.
@@ -206,6 +207,9 @@ struct Frame {
     specs: Vec<AlertSpec>,
     max_alerts: usize,
     deadline: Option<std::time::Instant>,
+    /// The evaluation's clock (ms since the epoch) and the stateful helpers' memory.
+    now_ms: i64,
+    state: Option<Arc<StateStore>>,
 }
 
 thread_local! {
@@ -218,6 +222,7 @@ pub struct Ruleset {
     rules: Vec<Rule>,
     limits: ScriptLimits,
     cluster: String,
+    state: Arc<StateStore>,
 }
 
 impl fmt::Debug for Ruleset {
@@ -287,6 +292,7 @@ impl Ruleset {
                 rules,
                 limits: limits.clone(),
                 cluster: cluster.to_owned(),
+                state: Arc::default(),
             })
         } else {
             Err(LoadErrors(errors))
@@ -298,9 +304,24 @@ impl Ruleset {
         &self.rules
     }
 
-    /// Runs every rule on `event`. A failing rule is reported in the result and never
-    /// stops the others.
+    /// Keeps the stateful helpers' memory of `previous` (on reload).
+    pub fn adopt_state(&mut self, previous: &Ruleset) {
+        self.state = previous.state.clone();
+    }
+
+    /// Runs every rule on `event` with the wall clock. A failing rule is reported in the
+    /// result and never stops the others.
     pub fn evaluate(&self, event: Arc<Event>) -> Evaluation {
+        self.evaluate_at(event, crate::pipeline::wall_clock_ms())
+    }
+
+    /// Runs every rule on `event`, with `now_ms` as the stateful helpers' clock.
+    pub fn evaluate_at(&self, event: Arc<Event>, now_ms: i64) -> Evaluation {
+        FRAME.with(|f| {
+            let mut f = f.borrow_mut();
+            f.now_ms = now_ms;
+            f.state = Some(self.state.clone());
+        });
         let script_event = ScriptEvent::new(event);
         let mut out = Evaluation::default();
         // One scope for all rules: `event` stays, whatever a script declared is dropped.
@@ -460,8 +481,53 @@ fn build_engine(limits: &ScriptLimits) -> Engine {
         (std::time::Instant::now() > deadline).then(|| "max_run_time".into())
     });
     engine.register_fn("alert", alert);
+    engine.register_fn("count_over", count_over);
+    engine.register_fn("first_seen", first_seen);
     api::register(&mut engine);
     engine
+}
+
+/// The running rule's stateful-helper key, window and clock.
+fn stateful(
+    ctx: &NativeCallContext,
+    helper: &str,
+    key: &str,
+    window: &str,
+) -> Result<(Arc<StateStore>, String, i64, i64), Box<EvalAltResult>> {
+    let window_ms = humantime::parse_duration(window)
+        .ok()
+        .and_then(|d| i64::try_from(d.as_millis()).ok())
+        .filter(|ms| *ms > 0)
+        .ok_or_else(|| {
+            EvalAltResult::ErrorRuntime(
+                format!("{helper}: `{window}` is not a window like \"5m\" or \"24h\"").into(),
+                ctx.call_position(),
+            )
+        })?;
+    FRAME.with(|f| {
+        let f = f.borrow();
+        let state = f.state.clone().ok_or_else(|| {
+            EvalAltResult::ErrorRuntime(
+                format!("{helper}: only available while evaluating events").into(),
+                ctx.call_position(),
+            )
+        })?;
+        let rule = f.rule.as_deref().unwrap_or("");
+        Ok((state, format!("{rule}\u{1f}{key}"), window_ms, f.now_ms))
+    })
+}
+
+/// `count_over(key, window)`: sightings of `key` by this rule within `window`, this one
+/// included.
+fn count_over(ctx: NativeCallContext, key: &str, window: &str) -> Result<i64, Box<EvalAltResult>> {
+    let (state, key, window_ms, now_ms) = stateful(&ctx, "count_over", key, window)?;
+    Ok(state.count_over(&key, window_ms, now_ms))
+}
+
+/// `first_seen(key, window)`: true when this rule has not seen `key` within `window`.
+fn first_seen(ctx: NativeCallContext, key: &str, window: &str) -> Result<bool, Box<EvalAltResult>> {
+    let (state, key, window_ms, now_ms) = stateful(&ctx, "first_seen", key, window)?;
+    Ok(state.first_seen(&key, window_ms, now_ms))
 }
 
 /// `alert(#{…})`: validates the map and records it for the current rule.

@@ -97,7 +97,8 @@ fn reload(state: &AppState) -> Result<usize, Vec<String>> {
     let result = build(source);
     let now = crate::pipeline::wall_clock_ms();
     let (last, outcome) = match result {
-        Ok((config, rules)) => {
+        Ok((config, mut rules)) => {
+            rules.adopt_state(&state.rules.load());
             let count = rules.rules().len();
             state.rules.store(Arc::new(rules));
             state.pipeline.set_settings(config.pipeline);
