@@ -7,6 +7,7 @@ mod dry_run;
 mod r#gen;
 mod outbox;
 mod serve;
+mod test;
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
@@ -61,6 +62,8 @@ enum Command {
     Replay(dry_run::Args),
     /// Validate the config and compile every script.
     Check,
+    /// Run the script test cases (`*.test.toml`).
+    Test(test::Args),
     /// Inspect and manage the outbox (pending deliveries and dead letters).
     #[command(subcommand)]
     Outbox(outbox::Command),
@@ -105,6 +108,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run::run(&config, args, dry_run::Mode::Replay)
         }
         Command::Check => Ok(check::run(&cli.config, &cli.scripts)),
+        Command::Test(ref args) => {
+            let config = load_config(&cli.config, &cli.scripts)?;
+            test::run(&config, args)
+        }
         Command::Outbox(ref command) => {
             let config = load_config(&cli.config, &cli.scripts)?;
             outbox::run(&config, command)

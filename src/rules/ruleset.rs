@@ -304,6 +304,15 @@ impl Ruleset {
         &self.rules
     }
 
+    /// Signatures of the functions klaxon registers for scripts (not Rhai's standard
+    /// library), e.g. `glob(text: &str, pattern: &str) -> bool`; docs are checked against it.
+    pub fn function_signatures(&self) -> Vec<String> {
+        let mut out = self.engine.gen_fn_signatures(false);
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// Keeps the stateful helpers' memory of `previous` (on reload).
     pub fn adopt_state(&mut self, previous: &Ruleset) {
         self.state = previous.state.clone();
