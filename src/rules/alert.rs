@@ -165,7 +165,7 @@ pub struct Alert {
     /// Routing and grouping labels.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Alerts with the same key are one incident (empty: rule + title).
+    /// Alerts of the same rule with the same key are one incident (empty: the title).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub dedup_key: String,
     /// Alerts with the same key go out together (empty: rule + namespace).

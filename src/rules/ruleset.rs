@@ -305,7 +305,8 @@ impl Ruleset {
     }
 
     /// Signatures of the functions klaxon registers for scripts (not Rhai's standard
-    /// library), e.g. `glob(text: &str, pattern: &str) -> bool`; docs are checked against it.
+    /// library), as Rhai prints them, e.g. `glob(_: string, _: string) -> bool`; the docs
+    /// are checked against them.
     pub fn function_signatures(&self) -> Vec<String> {
         let mut out = self.engine.gen_fn_signatures(false);
         out.sort();
