@@ -878,3 +878,18 @@ fn a_request_object_nested_too_deep_reads_as_unit_without_crashing() {
         0
     );
 }
+
+#[test]
+fn a_kubectl_debug_patch_with_only_ephemeral_containers_is_a_pod_spec() {
+    let rules = ruleset();
+    let event = event_from(
+        r#"{"auditID":"d","objectRef":{"resource":"pods","subresource":"ephemeralcontainers"},
+            "requestObject":{"spec":{"ephemeralContainers":[
+                {"name":"debugger","image":"busybox:1.36","securityContext":{"privileged":true}}]}}}"#,
+    );
+    assert_eq!(
+        eval_json(&rules, &event, "event.images()"),
+        json!(["busybox:1.36"])
+    );
+    assert_eq!(eval_json(&rules, &event, "event.privileged()"), json!(true));
+}

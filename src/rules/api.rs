@@ -328,7 +328,14 @@ fn pod_spec(e: &ScriptEvent) -> Option<&Value> {
     ]
     .into_iter()
     .find_map(|p| obj.pointer(p))
-    .or_else(|| obj.get("spec").filter(|s| s.get("containers").is_some()))
+    .or_else(|| {
+        // A Pod, or a patch of `kubectl debug` carrying only ephemeral containers.
+        obj.get("spec").filter(|s| {
+            ["containers", "initContainers", "ephemeralContainers"]
+                .iter()
+                .any(|k| s.get(*k).is_some())
+        })
+    })
 }
 
 /// All containers of the pod spec: regular, init and ephemeral.
