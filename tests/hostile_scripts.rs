@@ -396,24 +396,22 @@ fn eval_through_a_function_pointer_is_refused_at_run_time() {
 }
 
 #[test]
-fn import_fails_without_a_module_resolver() {
-    let rules = compile(
-        &[
-            (
+fn an_import_that_leaves_the_module_directories_is_refused_at_load() {
+    for module in ["x", "../../etc/passwd", "/etc/passwd"] {
+        let sources = vec![
+            source(
                 "imports",
-                r#"import "x" as x; alert(#{ title: "after import" });"#,
+                &format!(r#"import "{module}" as x; alert(#{{ title: "after import" }});"#),
             ),
-            WELL_BEHAVED,
-        ],
-        &ScriptLimits::default(),
-    );
-    let eval = rules.evaluate(privileged_pod());
-    let err = error_of(&eval, "imports");
-    assert_message(err, &["Module not found: x"]);
-    assert_eq!(err.location, "scripts/imports.rhai:1");
-    // The script stopped at the import.
-    assert!(eval.alerts.iter().all(|a| a.rule != "imports"));
-    assert_well_behaved_alerted(&eval);
+            source(WELL_BEHAVED.0, WELL_BEHAVED.1),
+        ];
+        let err = Ruleset::compile(sources, &ScriptLimits::default(), "test")
+            .err()
+            .unwrap_or_else(|| panic!("`{module}` was accepted"));
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].path, PathBuf::from("scripts/imports.rhai"));
+        assert!(err.0[0].message.starts_with("Module not found"), "{err}");
+    }
 }
 
 #[test]

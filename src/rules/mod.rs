@@ -5,11 +5,13 @@
 
 mod alert;
 mod api;
+mod modules;
 mod ruleset;
 mod state;
 
 pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
 pub use api::{EVENT_ACCESSORS, ScriptEvent, glob_match, is_system_user, json_to_dynamic};
+pub use modules::MODULE_DIR;
 pub use ruleset::{
     Evaluation, LoadError, LoadErrors, Rule, Ruleset, ScriptError, ScriptLimits, ScriptSource,
 };

@@ -243,16 +243,28 @@ impl Ruleset {
         limits: &ScriptLimits,
         cluster: &str,
     ) -> Result<Self, LoadErrors> {
-        Self::compile(ScriptSource::read_dirs(dirs)?, limits, cluster)
+        Self::compile_with_modules(ScriptSource::read_dirs(dirs)?, dirs, limits, cluster)
     }
 
-    /// Compiles the given scripts; rule names must be unique.
+    /// Compiles the given scripts; rule names must be unique; `import` finds nothing.
     pub fn compile(
         sources: Vec<ScriptSource>,
         limits: &ScriptLimits,
         cluster: &str,
     ) -> Result<Self, LoadErrors> {
-        let engine = build_engine(limits);
+        Self::compile_with_modules(sources, &[], limits, cluster)
+    }
+
+    /// Compiles the given scripts, resolving `import "NAME"` to `DIR/lib/NAME.rhai` of
+    /// `module_dirs`; imported modules are embedded at load.
+    pub fn compile_with_modules(
+        sources: Vec<ScriptSource>,
+        module_dirs: &[PathBuf],
+        limits: &ScriptLimits,
+        cluster: &str,
+    ) -> Result<Self, LoadErrors> {
+        let mut engine = build_engine(limits);
+        engine.set_module_resolver(super::modules::ConfinedResolver::new(module_dirs));
         let mut scope = Scope::new();
         scope.push_constant("event", ScriptEvent::new(Arc::default()));
         let mut rules: Vec<Rule> = Vec::with_capacity(sources.len());
@@ -270,7 +282,7 @@ impl Ruleset {
                 });
                 continue;
             }
-            match engine.compile_with_scope(&scope, &source.text) {
+            match engine.compile_into_self_contained(&scope, &source.text) {
                 Ok(mut ast) => {
                     ast.set_source(source.path.to_string_lossy().as_ref());
                     rules.push(Rule {
@@ -279,11 +291,7 @@ impl Ruleset {
                         ast,
                     });
                 }
-                Err(err) => errors.push(LoadError {
-                    position: line_column(err.position()),
-                    message: err.err_type().to_string(),
-                    path: source.path,
-                }),
+                Err(err) => errors.push(load_error(source.path, *err)),
             }
         }
         if errors.is_empty() {
@@ -390,6 +398,23 @@ impl Ruleset {
         let mut scope = Scope::new();
         scope.push_constant("event", ScriptEvent::new(event));
         self.engine.eval_with_scope(&mut scope, expression)
+    }
+}
+
+/// A compile failure: a syntax error, or an import that failed (with its module's error).
+fn load_error(path: PathBuf, mut err: EvalAltResult) -> LoadError {
+    let position = line_column(err.position());
+    let message = match err {
+        EvalAltResult::ErrorParsing(kind, _) => kind.to_string(),
+        _ => {
+            err.clear_position();
+            err.to_string()
+        }
+    };
+    LoadError {
+        path,
+        position,
+        message,
     }
 }
 
