@@ -716,3 +716,48 @@ fn check_reports_unreadable_tls_files() {
         .stderr(contains("server.tls: "))
         .stderr(contains("missing.crt"));
 }
+
+#[test]
+fn scripts_read_settings_from_the_config() {
+    let dir = TempDir::new().unwrap();
+    write(
+        dir.path(),
+        "scripts/gated.rhai",
+        r#"if setting("gated_enabled", false) { alert(#{ title: `gated ${setting("suffix", "none")}` }); }"#,
+    );
+    write(dir.path(), "events.jsonl", TWO_EVENTS);
+    write(dir.path(), "off.toml", CONSOLE_ONLY);
+    write(
+        dir.path(),
+        "on.toml",
+        &format!("{CONSOLE_ONLY}\n[scripts.settings]\ngated_enabled = true\nsuffix = \"x\"\n"),
+    );
+    klaxon_in(dir.path())
+        .args([
+            "--config",
+            "off.toml",
+            "--scripts",
+            "scripts",
+            "dry-run",
+            "--format",
+            "json",
+            "events.jsonl",
+        ])
+        .assert()
+        .success()
+        .stdout(predicate::str::is_empty());
+    klaxon_in(dir.path())
+        .args([
+            "--config",
+            "on.toml",
+            "--scripts",
+            "scripts",
+            "dry-run",
+            "--format",
+            "json",
+            "events.jsonl",
+        ])
+        .assert()
+        .success()
+        .stdout(contains(r#""title":"gated x""#));
+}

@@ -132,8 +132,10 @@ fn load_config(path: &Option<PathBuf>, scripts: &[PathBuf]) -> anyhow::Result<Co
 }
 
 fn load_rules(config: &Config) -> anyhow::Result<Ruleset> {
-    Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name)
-        .context("scripts failed to load")
+    let mut rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name)
+        .context("scripts failed to load")?;
+    rules.set_settings(&config.script_settings);
+    Ok(rules)
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {

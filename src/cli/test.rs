@@ -137,8 +137,13 @@ struct Tally {
 pub(super) fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
     let sources = ScriptSource::read_dirs(&config.script_dirs).context("scripts failed to load")?;
     // Compiled once here to report script errors before any case runs.
-    Ruleset::compile(sources.clone(), &config.limits, &config.cluster_name)
-        .context("scripts failed to load")?;
+    Ruleset::compile_with_modules(
+        sources.clone(),
+        &config.script_dirs,
+        &config.limits,
+        &config.cluster_name,
+    )
+    .context("scripts failed to load")?;
     let roots = if args.paths.is_empty() {
         config.script_dirs.clone()
     } else {
@@ -238,10 +243,16 @@ fn run_case(config: &Config, sources: &[ScriptSource], file: &Path, case: &Case)
     if events.is_empty() {
         return vec!["the case has no events (`events` or `event`)".to_owned()];
     }
-    let rules = match Ruleset::compile(sources.to_vec(), &config.limits, &config.cluster_name) {
+    let mut rules = match Ruleset::compile_with_modules(
+        sources.to_vec(),
+        &config.script_dirs,
+        &config.limits,
+        &config.cluster_name,
+    ) {
         Ok(rules) => rules,
         Err(err) => return vec![err.to_string()],
     };
+    rules.set_settings(&config.script_settings);
     let mut replay = Replay::new(
         config.pipeline.clone(),
         Arc::new(config.targets.clone()),

@@ -45,6 +45,8 @@ pub struct Config {
     pub script_dirs: Vec<PathBuf>,
     /// Script sandbox limits.
     pub limits: ScriptLimits,
+    /// `[scripts.settings]`, as JSON values.
+    pub script_settings: BTreeMap<String, serde_json::Value>,
     /// Targets and their pacing.
     pub targets: Targets,
     /// Routes, silences, dedup and budget policies.
@@ -341,6 +343,12 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
         max_body_bytes: raw.server.max_body_bytes,
         script_dirs: raw.scripts.dirs,
         limits: raw.scripts.limits,
+        script_settings: raw
+            .scripts
+            .settings
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default()))
+            .collect(),
         targets,
         pipeline: PipelineSettings {
             routes: raw.routes,

@@ -148,6 +148,8 @@ pub struct RawScripts {
     pub dirs: Vec<PathBuf>,
     /// `[scripts.limits]`.
     pub limits: ScriptLimits,
+    /// `[scripts.settings]`: values scripts read with `setting(name, default)`.
+    pub settings: BTreeMap<String, toml::Value>,
 }
 
 /// `[outbox]` as written.
@@ -421,6 +423,7 @@ impl Default for RawScripts {
         Self {
             dirs: vec![PathBuf::from("scripts")],
             limits: ScriptLimits::default(),
+            settings: BTreeMap::new(),
         }
     }
 }

@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rhai::{AST, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
+use std::collections::BTreeMap;
+
+use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertContext, AlertSpec};
@@ -210,6 +212,7 @@ struct Frame {
     /// The evaluation's clock (ms since the epoch) and the stateful helpers' memory.
     now_ms: i64,
     state: Option<Arc<StateStore>>,
+    settings: Option<Arc<Map>>,
 }
 
 thread_local! {
@@ -223,6 +226,7 @@ pub struct Ruleset {
     limits: ScriptLimits,
     cluster: String,
     state: Arc<StateStore>,
+    settings: Arc<Map>,
 }
 
 impl fmt::Debug for Ruleset {
@@ -301,6 +305,7 @@ impl Ruleset {
                 limits: limits.clone(),
                 cluster: cluster.to_owned(),
                 state: Arc::default(),
+                settings: Arc::default(),
             })
         } else {
             Err(LoadErrors(errors))
@@ -322,6 +327,16 @@ impl Ruleset {
         out
     }
 
+    /// The values scripts read with `setting(name, default)` (`[scripts.settings]`).
+    pub fn set_settings(&mut self, settings: &BTreeMap<String, serde_json::Value>) {
+        self.settings = Arc::new(
+            settings
+                .iter()
+                .map(|(k, v)| (k.as_str().into(), api::json_to_dynamic(v)))
+                .collect(),
+        );
+    }
+
     /// Keeps the stateful helpers' memory of `previous` (on reload).
     pub fn adopt_state(&mut self, previous: &Ruleset) {
         self.state = previous.state.clone();
@@ -339,6 +354,7 @@ impl Ruleset {
             let mut f = f.borrow_mut();
             f.now_ms = now_ms;
             f.state = Some(self.state.clone());
+            f.settings = Some(self.settings.clone());
         });
         let script_event = ScriptEvent::new(event);
         let mut out = Evaluation::default();
@@ -518,6 +534,7 @@ fn build_engine(limits: &ScriptLimits) -> Engine {
     engine.register_fn("alert", alert);
     engine.register_fn("count_over", count_over);
     engine.register_fn("first_seen", first_seen);
+    engine.register_fn("setting", setting);
     api::register(&mut engine);
     engine
 }
@@ -563,6 +580,17 @@ fn count_over(ctx: NativeCallContext, key: &str, window: &str) -> Result<i64, Bo
 fn first_seen(ctx: NativeCallContext, key: &str, window: &str) -> Result<bool, Box<EvalAltResult>> {
     let (state, key, window_ms, now_ms) = stateful(&ctx, "first_seen", key, window)?;
     Ok(state.first_seen(&key, window_ms, now_ms))
+}
+
+/// `setting(name, default)`: `[scripts.settings]`'s value for `name`, else `default`.
+fn setting(name: &str, default: Dynamic) -> Dynamic {
+    FRAME.with(|f| {
+        f.borrow()
+            .settings
+            .as_ref()
+            .and_then(|s| s.get(name).cloned())
+            .unwrap_or(default)
+    })
 }
 
 /// `alert(#{…})`: validates the map and records it for the current rule.

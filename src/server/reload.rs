@@ -147,8 +147,9 @@ fn build(source: &ReloadSource) -> Result<(Config, Ruleset), Vec<String>> {
     } else {
         source.scripts_override.clone()
     };
-    let rules = Ruleset::load(&dirs, &config.limits, &config.cluster_name)
+    let mut rules = Ruleset::load(&dirs, &config.limits, &config.cluster_name)
         .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    rules.set_settings(&config.script_settings);
     Ok((config, rules))
 }
 
