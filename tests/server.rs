@@ -34,6 +34,7 @@ fn config(slack_url: &str, max_body_bytes: usize, data: &TempDir) -> Config {
         max_body_bytes,
         script_dirs: vec![repo("scripts")],
         limits: ScriptLimits::default(),
+        script_settings: Default::default(),
         targets: Targets {
             by_name: [
                 ("slack".to_owned(), slack),
