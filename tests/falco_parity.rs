@@ -332,7 +332,7 @@ fn every_falco_rule_has_one_script_titled_after_it() {
 fn pack_with(find: &str, replace: &str) -> (Ruleset, Vec<String>) {
     let dir = manifest_path("examples/rules/falco");
     let mut changed = Vec::new();
-    let sources = klaxon::rules::ScriptSource::read_dirs(&[dir])
+    let sources = klaxon::rules::ScriptSource::read_dirs(std::slice::from_ref(&dir))
         .expect("pack is readable")
         .into_iter()
         .map(|mut s| {
@@ -343,7 +343,7 @@ fn pack_with(find: &str, replace: &str) -> (Ruleset, Vec<String>) {
             s
         })
         .collect();
-    let ruleset = Ruleset::compile(sources, &ScriptLimits::default(), "test")
+    let ruleset = Ruleset::compile_with_modules(sources, &[dir], &ScriptLimits::default(), "test")
         .unwrap_or_else(|e| panic!("the modified pack does not compile:\n{e}"));
     changed.sort();
     (ruleset, changed)
@@ -996,4 +996,29 @@ fn falco_parity_doc_table_matches_the_pack() {
         path.display(),
         diff.join("\n")
     );
+}
+
+#[test]
+fn a_disabled_rule_is_switched_on_from_the_config() {
+    let dir = manifest_path("examples/rules/falco");
+    let mut pack = Ruleset::load(&[dir], &ScriptLimits::default(), "test").unwrap();
+    let event = || {
+        let line = r#"{"auditID":"s","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"pods"}}"#;
+        std::sync::Arc::new(klaxon::audit::decode(line.as_bytes()).events.remove(0))
+    };
+    let fired = |pack: &Ruleset| {
+        pack.evaluate(event())
+            .alerts
+            .iter()
+            .filter(|a| a.title == "All K8s Audit Events")
+            .count()
+    };
+    assert_eq!(fired(&pack), 0);
+    let settings = [(
+        "falco_all_k8s_audit_events".to_owned(),
+        serde_json::json!(true),
+    )]
+    .into();
+    pack.set_settings(&settings);
+    assert_eq!(fired(&pack), 1);
 }
