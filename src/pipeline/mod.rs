@@ -119,11 +119,6 @@ impl Pipeline {
         self.settings.store(Arc::new(settings));
     }
 
-    /// The targets it routes to.
-    pub fn targets(&self) -> &Targets {
-        &self.targets
-    }
-
     /// Admits `alerts` at `now_ms` (milliseconds since the Unix epoch), after emitting any
     /// budget digest whose window has ended by then.
     pub fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Admission {
@@ -261,7 +256,7 @@ impl Pipeline {
         }
         if names.is_empty() {
             for route in &settings.routes {
-                if route.matcher().matches(alert) {
+                if route.matches(alert) {
                     names.extend(route.targets.iter().cloned());
                     if !route.continue_matching {
                         break;

@@ -24,15 +24,25 @@ pub struct Matcher {
 impl Matcher {
     /// Whether `alert` meets every criterion.
     pub fn matches(&self, alert: &Alert) -> bool {
-        (self.rules.is_empty() || self.rules.iter().any(|g| glob_match(g, &alert.rule)))
-            && self.min_severity.is_none_or(|min| alert.severity >= min)
-            && self.labels.iter().all(|(k, v)| {
-                alert
-                    .labels
-                    .get(k)
-                    .is_some_and(|actual| glob_match(v, actual))
-            })
+        criteria_match(&self.rules, self.min_severity, &self.labels, alert)
     }
+}
+
+/// Rule globs, minimum severity and label globs, all of which must hold.
+fn criteria_match(
+    rules: &[String],
+    min_severity: Option<Severity>,
+    labels: &BTreeMap<String, String>,
+    alert: &Alert,
+) -> bool {
+    (rules.is_empty() || rules.iter().any(|g| glob_match(g, &alert.rule)))
+        && min_severity.is_none_or(|min| alert.severity >= min)
+        && labels.iter().all(|(k, v)| {
+            alert
+                .labels
+                .get(k)
+                .is_some_and(|actual| glob_match(v, actual))
+        })
 }
 
 /// `[[routes]]`: alerts that match go to `targets`; the first match wins unless `continue`.
@@ -56,13 +66,9 @@ pub struct Route {
 }
 
 impl Route {
-    /// The route's criteria.
-    pub fn matcher(&self) -> Matcher {
-        Matcher {
-            rules: self.rules.clone(),
-            min_severity: self.min_severity,
-            labels: self.labels.clone(),
-        }
+    /// Whether `alert` meets the route's criteria (checked per alert: nothing is copied).
+    pub fn matches(&self, alert: &Alert) -> bool {
+        criteria_match(&self.rules, self.min_severity, &self.labels, alert)
     }
 }
 
