@@ -20,7 +20,7 @@ fn dir_with(files: &[(&str, &str)]) -> TempDir {
 
 const SHARED: &str = r#"
 export const TRUSTED = ["registry.k8s.io", "quay.io/calico"];
-// Rhai functions see only their arguments, not the module's constants.
+// A module's functions see their arguments (and the module's constants via `global::`).
 fn trusted(image, prefixes) { prefixes.some(|p| image.starts_with(p)) }
 "#;
 
@@ -79,4 +79,35 @@ fn a_broken_or_missing_module_fails_the_load_naming_it() {
         "{err}"
     );
     assert!(err.0[0].message.contains("shared.rhai"), "{err}");
+}
+
+#[test]
+fn functions_of_scripts_and_modules_receive_the_evaluated_event() {
+    // Regression: `event` was a compile-time constant, so the optimiser folded an empty
+    // placeholder into every call that passed `event` to a function.
+    let module = r#"
+export const WRITES = ["create", "update"];
+fn verb_of(e) { e.verb }
+fn is_write(e) { e.verb in global::WRITES }
+"#;
+    let rule = r#"
+import "m" as m;
+fn user_of(e) { e.user.username }
+if m::is_write(event) {
+    alert(#{ title: `${m::verb_of(event)} by ${user_of(event)}`, text: `${event}` });
+}
+"#;
+    let dir = dir_with(&[("lib/m.rhai", module), ("writes.rhai", rule)]);
+    let rules = Ruleset::load(&[dir.path().to_path_buf()], &ScriptLimits::default(), "t").unwrap();
+    let pod = r#"{"auditID":"e1","verb":"create","stage":"ResponseComplete",
+        "user":{"username":"alice"},"objectRef":{"resource":"pods","namespace":"ns","name":"p"}}"#;
+    let eval = rules.evaluate(Arc::new(decode(pod.as_bytes()).events.remove(0)));
+    assert!(eval.errors.is_empty(), "{:?}", eval.errors);
+    assert_eq!(eval.alerts.len(), 1);
+    assert_eq!(eval.alerts[0].title, "create by alice");
+    assert!(
+        eval.alerts[0].text.contains("create pods ns/p by alice"),
+        "{}",
+        eval.alerts[0].text
+    );
 }

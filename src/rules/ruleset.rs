@@ -269,8 +269,11 @@ impl Ruleset {
     ) -> Result<Self, LoadErrors> {
         let mut engine = build_engine(limits);
         engine.set_module_resolver(super::modules::ConfinedResolver::new(module_dirs));
+        // `event` is declared for strict variables but not as a constant: the optimiser would
+        // otherwise fold this empty placeholder into the AST wherever `event` is passed to a
+        // function. It is a constant at run time (see `evaluate_at`).
         let mut scope = Scope::new();
-        scope.push_constant("event", ScriptEvent::new(Arc::default()));
+        scope.push("event", ScriptEvent::new(Arc::default()));
         let mut rules: Vec<Rule> = Vec::with_capacity(sources.len());
         let mut errors = Vec::new();
         for source in sources {
