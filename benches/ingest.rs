@@ -68,6 +68,12 @@ fn shipped_rules(copies: usize) -> Ruleset {
     Ruleset::compile(sources, &ScriptLimits::default(), "bench").unwrap()
 }
 
+/// Every script of the given directories, with their `lib/` modules.
+fn rule_dirs(dirs: &[&str]) -> Ruleset {
+    let dirs: Vec<PathBuf> = dirs.iter().map(|d| repo(d)).collect();
+    Ruleset::load(&dirs, &ScriptLimits::default(), "bench").unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     let body = batch_body();
     let events: Vec<Arc<Event>> = audit::decode(&body)
@@ -83,6 +89,23 @@ fn bench(c: &mut Criterion) {
     for copies in [1, 50] {
         let rules = shipped_rules(copies);
         group.bench_function(format!("evaluate_{copies}_scripts"), |b| {
+            b.iter(|| {
+                for event in &events {
+                    black_box(rules.evaluate(event.clone()));
+                }
+            })
+        });
+    }
+    for (name, dirs) in [
+        ("evaluate_shipped_set", &["scripts"][..]),
+        ("evaluate_falco_pack", &["examples/rules/falco"][..]),
+        (
+            "evaluate_shipped_and_falco",
+            &["scripts", "examples/rules/falco"][..],
+        ),
+    ] {
+        let rules = rule_dirs(dirs);
+        group.bench_function(name, |b| {
             b.iter(|| {
                 for event in &events {
                     black_box(rules.evaluate(event.clone()));

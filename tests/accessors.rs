@@ -893,3 +893,149 @@ fn a_kubectl_debug_patch_with_only_ephemeral_containers_is_a_pod_spec() {
     );
     assert_eq!(eval_json(&rules, &event, "event.privileged()"), json!(true));
 }
+
+#[test]
+fn uri_params_decode_the_query_of_the_request_uri() {
+    let rules = ruleset();
+    let (exec, _) = falco("exec_pod.json");
+    assert_eq!(
+        eval_json(&rules, &exec, r#"event.uri_param("command")"#),
+        "bash"
+    );
+    assert_eq!(eval_json(&rules, &exec, r#"event.uri_param("absent")"#), "");
+    assert_eq!(
+        eval_json(&rules, &exec, "event.uri_params()"),
+        serde_json::json!({
+            "command": ["bash"], "container": ["nginx1", "nginx1"],
+            "stdin": ["true"], "stdout": ["true"], "tty": ["true"],
+        })
+    );
+    // Percent- and `+`-escapes decode, repeated names keep their order, no query reads empty.
+    let encoded = event_from(
+        r#"{"auditID":"u","requestURI":"/api/v1/namespaces/d/pods/p/exec?command=sh&command=-c&command=echo+a%26b%3Dc&container=app#frag"}"#,
+    );
+    assert_eq!(
+        eval_json(&rules, &encoded, "event.uri_params()"),
+        serde_json::json!({"command": ["sh", "-c", "echo a&b=c"], "container": ["app"]})
+    );
+    assert_eq!(
+        eval_json(&rules, &encoded, r#"event.uri_param("container")"#),
+        "app"
+    );
+    let bare = event_from(r#"{"auditID":"b","requestURI":"/healthz"}"#);
+    assert_eq!(
+        eval_json(&rules, &bare, "event.uri_params()"),
+        serde_json::json!({})
+    );
+    assert_eq!(eval_json(&rules, &bare, r#"event.uri_param("x")"#), "");
+}
+
+#[test]
+fn images_of_reads_one_container_list_and_rejects_unknown_lists() {
+    let rules = ruleset();
+    let pod = event_from(
+        r#"{"auditID":"p","requestObject":{"kind":"Pod","spec":{
+            "initContainers":[{"name":"i","image":"busybox:1"}],
+            "containers":[{"name":"a","image":"nginx"},{"name":"b","image":"mysql:latest"}],
+            "ephemeralContainers":[{"name":"d","image":"debug@sha256:ab"}]}}}"#,
+    );
+    for (list, images) in [
+        ("containers", serde_json::json!(["nginx", "mysql:latest"])),
+        ("initContainers", serde_json::json!(["busybox:1"])),
+        (
+            "ephemeralContainers",
+            serde_json::json!(["debug@sha256:ab"]),
+        ),
+    ] {
+        assert_eq!(
+            eval_json(&rules, &pod, &format!("event.images_of(\"{list}\")")),
+            images,
+            "{list}"
+        );
+    }
+    assert_eq!(
+        eval_json(&rules, &pod, "event.images()"),
+        serde_json::json!(["nginx", "mysql:latest", "busybox:1", "debug@sha256:ab"])
+    );
+    let err = rules
+        .eval_expression(pod.clone(), r#"event.images_of("container")"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown container list `container`"), "{err}");
+    assert_eq!(
+        eval_json(
+            &rules,
+            &pod,
+            "event.images_of(\"containers\").map(|i| i.image_repository())"
+        ),
+        serde_json::json!(["nginx", "mysql"])
+    );
+}
+
+#[test]
+fn role_rule_values_flatten_one_field_over_all_rules() {
+    let rules = ruleset();
+    let (event, json) = falco("create_cluster_role_pod_exec.json");
+    let role_rules = json
+        .pointer("/requestObject/rules")
+        .unwrap()
+        .as_array()
+        .unwrap();
+    for field in [
+        "apiGroups",
+        "resources",
+        "verbs",
+        "resourceNames",
+        "nonResourceURLs",
+    ] {
+        let expected: Vec<Value> = role_rules
+            .iter()
+            .filter_map(|r| r.get(field).and_then(Value::as_array))
+            .flatten()
+            .cloned()
+            .collect();
+        assert_eq!(
+            eval_json(
+                &rules,
+                &event,
+                &format!("event.role_rule_values(\"{field}\")")
+            ),
+            Value::Array(expected),
+            "{field}"
+        );
+    }
+    assert_eq!(
+        eval(
+            &rules,
+            &event,
+            r#""pods/exec" in event.role_rule_values("resources")"#
+        )
+        .as_bool(),
+        Ok(true)
+    );
+    let err = rules
+        .eval_expression(event.clone(), r#"event.role_rule_values("verb")"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown rule field `verb`"), "{err}");
+}
+
+#[test]
+fn to_json_gives_the_whole_event() {
+    let rules = ruleset();
+    let (event, json) = falco(PRIVILEGED_POD);
+    let text = eval(&rules, &event, "event.to_json()")
+        .into_string()
+        .unwrap();
+    let back: Value = serde_json::from_str(&text).unwrap();
+    for key in [
+        "/auditID",
+        "/verb",
+        "/user",
+        "/objectRef",
+        "/requestObject",
+        "/responseStatus/code",
+    ] {
+        assert_eq!(back.pointer(key), json.pointer(key), "{key}");
+    }
+}

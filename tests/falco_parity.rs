@@ -116,6 +116,13 @@ fn run_trace(ruleset: &Ruleset, trace: &str) -> TraceResult {
         let evaluation = ruleset.evaluate(Arc::new(event));
         script_errors.extend(evaluation.errors.iter().map(ToString::to_string));
         for alert in evaluation.alerts {
+            // falco::output: labelled, and one incident per distinct output.
+            assert_eq!(
+                alert.labels.get("source").map(String::as_str),
+                Some("falco-k8s-audit"),
+                "{trace}: {alert:?}"
+            );
+            assert_eq!(alert.dedup_key, alert.text, "{trace}: {}", alert.title);
             *counts.entry(alert.title).or_insert(0) += 1;
         }
     }
@@ -315,14 +322,15 @@ fn every_falco_rule_has_one_script_titled_after_it() {
             "{} must start with its Falco rule name",
             path.display()
         );
+        // falco::output(RULE, …) raises the alert titled after the rule, labelled.
         assert!(
-            text.contains(&format!("title: \"{rule}\"")),
-            "{} must raise alerts titled {rule:?}",
+            text.contains("falco::output(") && text.contains(&format!("\"{rule}\"")),
+            "{} must raise alerts titled {rule:?} with falco::output",
             path.display()
         );
         assert!(
-            text.contains("source: \"falco-k8s-audit\""),
-            "{} must label its alerts",
+            !text.contains("alert(#{"),
+            "{} raises alerts only through falco::output",
             path.display()
         );
     }
@@ -414,15 +422,26 @@ fn disabled_rules_are_off_only_because_of_their_guard() {
 #[test]
 fn activity_rules_follow_consider_activity_events() {
     // Falco's K8SAuditDisallowKactivity override sets consider_activity_events to never-true;
-    // the pack's equivalent is CONSIDER_ACTIVITY_EVENTS = false in each activity rule.
-    let (quiet, changed) = pack_with(
-        "const CONSIDER_ACTIVITY_EVENTS = true;",
-        "const CONSIDER_ACTIVITY_EVENTS = false;",
-    );
+    // the pack's equivalent is `falco_consider_activity_events = false` in [scripts.settings].
+    let dir = manifest_path("examples/rules/falco");
+    let activity: Vec<String> = klaxon::rules::ScriptSource::read_dirs(std::slice::from_ref(&dir))
+        .expect("pack is readable")
+        .into_iter()
+        .filter(|s| s.text.contains("falco::kactivity(event)"))
+        .map(|s| s.name)
+        .collect();
     assert_eq!(
-        changed.len(),
+        activity.len(),
         23,
-        "22 K8s activity rules and the Ingress rule"
+        "22 K8s activity rules and the Ingress rule: {activity:?}"
+    );
+    let mut quiet = load_pack();
+    quiet.set_settings(
+        &[(
+            "falco_consider_activity_events".to_owned(),
+            serde_json::json!(false),
+        )]
+        .into(),
     );
     let cases: [(&str, Option<(&str, usize)>); 4] = [
         (
@@ -455,6 +474,63 @@ fn activity_rules_follow_consider_activity_events() {
             .counts
             .get("K8s ConfigMap Created"),
         Some(&1)
+    );
+}
+
+#[test]
+fn falco_lists_grow_from_the_config_as_with_append() {
+    let with = |name: &str, items: serde_json::Value| {
+        let mut pack = load_pack();
+        pack.set_settings(&[(name.to_owned(), items)].into());
+        pack
+    };
+    let trace = "some-user_creates_namespace_foo.json";
+    let default = run_trace(&load_pack(), trace);
+    assert_eq!(
+        default.counts.get("Disallowed K8s User"),
+        Some(&1),
+        "{}",
+        describe(&default.counts)
+    );
+    assert_eq!(default.counts.get("Create Disallowed Namespace"), Some(&1));
+
+    // allowed_k8s_users: the trace's user becomes allowed; the namespace rule still fires.
+    let users = run_trace(
+        &with("falco_allowed_k8s_users", serde_json::json!(["some-user"])),
+        trace,
+    );
+    assert!(users.script_errors.is_empty(), "{:?}", users.script_errors);
+    assert_eq!(users.counts.get("Disallowed K8s User"), None);
+    assert_eq!(users.counts.get("Create Disallowed Namespace"), Some(&1));
+    // A nested list (vertical_pod_autoscaler_users inside allowed_k8s_users) grows too.
+    let nested = run_trace(
+        &with(
+            "falco_vertical_pod_autoscaler_users",
+            serde_json::json!(["some-user"]),
+        ),
+        trace,
+    );
+    assert_eq!(nested.counts.get("Disallowed K8s User"), None);
+    // allowed_namespaces: `foo` becomes allowed.
+    let namespaces = run_trace(
+        &with("falco_allowed_namespaces", serde_json::json!(["foo"])),
+        trace,
+    );
+    assert_eq!(namespaces.counts.get("Create Disallowed Namespace"), None);
+    assert_eq!(namespaces.counts.get("Disallowed K8s User"), Some(&1));
+
+    // A setting of the wrong shape is a script error naming it, not a silent miss.
+    let wrong = run_trace(
+        &with("falco_allowed_k8s_users", serde_json::json!("some-user")),
+        trace,
+    );
+    assert!(
+        wrong
+            .script_errors
+            .iter()
+            .any(|e| e.contains("falco_allowed_k8s_users must be an array")),
+        "{:?}",
+        wrong.script_errors
     );
 }
 

@@ -129,20 +129,28 @@ pub struct UserInfo {
 #[serde(default, rename_all = "camelCase")]
 pub struct ObjectReference {
     /// Resource, plural (`pods`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub resource: String,
     /// Namespace; empty for cluster-scoped objects.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub namespace: String,
     /// Object name; empty on create (the name is in the response) and on list.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// Object UID.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub uid: String,
     /// API group; empty for the core group.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub api_group: String,
     /// API version (`v1`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub api_version: String,
     /// Resource version.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub resource_version: String,
     /// Subresource (`exec`, `attach`, `status`, …); empty for the object itself.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub subresource: String,
 }
 
@@ -151,12 +159,16 @@ pub struct ObjectReference {
 #[serde(default)]
 pub struct Status {
     /// HTTP status code of the response.
+    #[serde(skip_serializing_if = "is_zero")]
     pub code: i64,
     /// `Success` or `Failure`.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub status: String,
     /// Machine-readable reason (`Forbidden`, `NotFound`, …).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Human-readable message.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
@@ -168,4 +180,8 @@ pub struct EventList {
     pub kind: String,
     /// Present on EventLists; `None` means the document was something else.
     pub items: Option<Vec<Event>>,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map};
 use serde_json::Value;
 
 use crate::audit::{Event, ObjectReference, Status, UserInfo};
@@ -145,6 +145,28 @@ fn dyn_text(s: &str) -> Dynamic {
     Dynamic::from(text(s))
 }
 
+/// The decoded `name=value` pairs of the request URI's query, in order.
+fn query_pairs(e: &ScriptEvent) -> impl Iterator<Item = (String, String)> + '_ {
+    let uri = e.event().request_uri.as_str();
+    let query = uri.split_once('?').map_or("", |(_, q)| q);
+    let query = query.split_once('#').map_or(query, |(q, _)| q);
+    url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned()))
+}
+
+/// `event.uri_params()`: every query parameter, name → array of its decoded values.
+fn uri_params(e: &ScriptEvent) -> Map {
+    let mut out = Map::new();
+    for (k, v) in query_pairs(e) {
+        let values = out
+            .entry(k.into())
+            .or_insert_with(|| Dynamic::from_array(Array::new()));
+        if let Some(mut values) = values.write_lock::<Array>() {
+            values.push(dyn_text(&v));
+        }
+    }
+    out
+}
+
 /// Every accessor scripts can read on `event`, with its Rhai type; docs and tests check against it.
 pub const EVENT_ACCESSORS: &[(&str, &str)] = &[
     ("kind", "string"),
@@ -228,6 +250,15 @@ fn register_event(engine: &mut Engine) {
             e.response_object().map_or(Dynamic::UNIT, json_to_dynamic)
         })
         .register_fn("object_name", |e: &mut ScriptEvent| object_name(e))
+        .register_fn("uri_param", |e: &mut ScriptEvent, name: &str| {
+            query_pairs(e)
+                .find(|(k, _)| k == name)
+                .map_or_else(ImmutableString::new, |(_, v)| text(&v))
+        })
+        .register_fn("uri_params", |e: &mut ScriptEvent| uri_params(e))
+        .register_fn("to_json", |e: &mut ScriptEvent| {
+            serde_json::to_string(e.event()).unwrap_or_default()
+        })
         .register_fn("to_string", |e: &mut ScriptEvent| event_summary(e))
         .register_fn("to_debug", |e: &mut ScriptEvent| event_summary(e));
 }
@@ -338,13 +369,51 @@ fn pod_spec(e: &ScriptEvent) -> Option<&Value> {
     })
 }
 
+/// The pod spec's container lists, as named in the Pod API.
+pub const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
+
 /// All containers of the pod spec: regular, init and ephemeral.
 fn containers(e: &ScriptEvent) -> impl Iterator<Item = &Value> {
+    containers_of(e, &CONTAINER_LISTS)
+}
+
+/// The containers of the named lists of the pod spec.
+fn containers_of<'a>(e: &'a ScriptEvent, lists: &'a [&str]) -> impl Iterator<Item = &'a Value> {
     let spec = pod_spec(e);
-    ["containers", "initContainers", "ephemeralContainers"]
-        .into_iter()
-        .filter_map(move |k| spec.and_then(|s| s.get(k)).and_then(Value::as_array))
+    lists
+        .iter()
+        .filter_map(move |k| spec.and_then(|s| s.get(*k)).and_then(Value::as_array))
         .flatten()
+}
+
+fn image_texts<'a>(containers: impl Iterator<Item = &'a Value>) -> Array {
+    containers
+        .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .map(dyn_text)
+        .collect()
+}
+
+/// `event.images_of(list)`: the images of one container list; an unknown list is an error.
+fn images_of(e: &ScriptEvent, list: &str) -> Result<Array, Box<EvalAltResult>> {
+    let Some(list) = CONTAINER_LISTS.iter().find(|l| **l == list) else {
+        return Err(format!(
+            "images_of: unknown container list `{list}` (one of {})",
+            CONTAINER_LISTS.join(", ")
+        )
+        .into());
+    };
+    Ok(image_texts(containers_of(e, std::slice::from_ref(list))))
+}
+
+/// The image reference without its tag and digest (`docker.io/library/nginx:1.25@sha256:…`
+/// → `docker.io/library/nginx`); a registry port (`host:5000/app`) stays.
+pub fn image_repository(image: &str) -> &str {
+    let name = image.split_once('@').map_or(image, |(n, _)| n);
+    let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+    match name[last_slash..].find(':') {
+        Some(colon) => &name[..last_slash + colon],
+        None => name,
+    }
 }
 
 fn spec_flag(e: &ScriptEvent, key: &str) -> bool {
@@ -359,11 +428,9 @@ fn register_pod_helpers(engine: &mut Engine) {
         .register_fn("containers", |e: &mut ScriptEvent| {
             containers(e).map(json_to_dynamic).collect::<Array>()
         })
-        .register_fn("images", |e: &mut ScriptEvent| {
-            containers(e)
-                .filter_map(|c| c.get("image").and_then(Value::as_str))
-                .map(dyn_text)
-                .collect::<Array>()
+        .register_fn("images", |e: &mut ScriptEvent| image_texts(containers(e)))
+        .register_fn("images_of", |e: &mut ScriptEvent, list: &str| {
+            images_of(e, list)
         })
         .register_fn("privileged", |e: &mut ScriptEvent| {
             containers(e).any(|c| {
@@ -400,12 +467,45 @@ fn object_list(e: &ScriptEvent, key: &str) -> Array {
 fn register_rbac_helpers(engine: &mut Engine) {
     engine
         .register_fn("role_rules", |e: &mut ScriptEvent| object_list(e, "rules"))
+        .register_fn("role_rule_values", |e: &mut ScriptEvent, key: &str| {
+            role_rule_values(e, key)
+        })
         .register_fn("subjects", |e: &mut ScriptEvent| object_list(e, "subjects"))
         .register_fn("role_ref", |e: &mut ScriptEvent| {
             e.subject_object()
                 .and_then(|o| o.get("roleRef"))
                 .map_or_else(|| Dynamic::from_map(Map::new()), json_to_dynamic)
         });
+}
+
+/// The list fields of an RBAC PolicyRule.
+pub const RULE_FIELDS: [&str; 5] = [
+    "apiGroups",
+    "resources",
+    "verbs",
+    "resourceNames",
+    "nonResourceURLs",
+];
+
+/// `event.role_rule_values(key)`: every value of one PolicyRule list field over all rules of
+/// the role in the request, in order; an unknown field is an error.
+fn role_rule_values(e: &ScriptEvent, key: &str) -> Result<Array, Box<EvalAltResult>> {
+    if !RULE_FIELDS.contains(&key) {
+        return Err(format!(
+            "role_rule_values: unknown rule field `{key}` (one of {})",
+            RULE_FIELDS.join(", ")
+        )
+        .into());
+    }
+    Ok(e.subject_object()
+        .and_then(|o| o.get("rules"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| rule.get(key).and_then(Value::as_array))
+        .flatten()
+        .map(json_to_dynamic)
+        .collect())
 }
 
 /// True for Kubernetes' own identities (`system:…`), except `system:anonymous`.
@@ -445,6 +545,9 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 fn register_text_helpers(engine: &mut Engine) {
     engine
         .register_fn("is_system_user", |name: &str| is_system_user(name))
+        .register_fn("image_repository", |image: &str| {
+            text(image_repository(image))
+        })
         .register_fn("glob", |text: &str, pattern: &str| {
             glob_match(pattern, text)
         })
@@ -475,6 +578,28 @@ mod tests {
         assert!(!glob_match("kube-*", "default"));
         assert!(!glob_match("a?c", "ac"));
         assert!(glob_match("*a*b*", "xxaybzb"));
+    }
+
+    #[test]
+    fn image_repository_drops_tag_and_digest_but_not_a_registry_port() {
+        for (image, repo) in [
+            ("nginx", "nginx"),
+            ("nginx:1.25", "nginx"),
+            ("docker.io/library/nginx:1.25", "docker.io/library/nginx"),
+            (
+                "registry.k8s.io/kube-proxy@sha256:abc",
+                "registry.k8s.io/kube-proxy",
+            ),
+            (
+                "quay.io/calico/node:v3.27@sha256:abc",
+                "quay.io/calico/node",
+            ),
+            ("host:5000/app", "host:5000/app"),
+            ("host:5000/team/app:2", "host:5000/team/app"),
+            ("", ""),
+        ] {
+            assert_eq!(image_repository(image), repo, "{image}");
+        }
     }
 
     #[test]
