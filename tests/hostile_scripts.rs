@@ -199,8 +199,8 @@ fn hostile_scripts_are_stopped_and_do_not_keep_the_last_script_from_alerting() {
         "evaluating 1 event with {} hostile scripts + 1 well-behaved script took {elapsed:?}",
         HOSTILE.len()
     );
-    for ((name, _), nanos) in scripts.iter().zip(&eval.rule_nanos) {
-        eprintln!("  {name:<22} {:?}", Duration::from_nanos(*nanos));
+    for ((name, _), run) in scripts.iter().zip(&eval.runs) {
+        eprintln!("  {name:<22} {:?}", Duration::from_nanos(run.nanos));
     }
 
     // Every hostile rule failed once, in rule order, with a message naming its limit.
@@ -242,7 +242,7 @@ fn hostile_scripts_are_stopped_and_do_not_keep_the_last_script_from_alerting() {
     // The well-behaved rule, run last, still alerts; nobody else raised anything.
     assert_well_behaved_alerted(&eval);
     assert_eq!(eval.alerts.len(), flood + 1);
-    assert_eq!(eval.rule_nanos.len(), scripts.len());
+    assert_eq!(eval.runs.len(), scripts.len());
 
     assert!(
         elapsed < HOSTILE_BOUND,

@@ -5,14 +5,17 @@
 
 mod alert;
 mod api;
+mod index;
 mod modules;
 mod ruleset;
 mod state;
 
 pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
 pub use api::{EVENT_ACCESSORS, ScriptEvent, glob_match, is_system_user, json_to_dynamic};
+pub use index::{MATCH_CONST, MATCH_KEYS, RuleFilter, RuleIndex};
 pub use modules::MODULE_DIR;
 pub use ruleset::{
-    Evaluation, LoadError, LoadErrors, Rule, Ruleset, ScriptError, ScriptLimits, ScriptSource,
+    Evaluation, LoadError, LoadErrors, Rule, RuleRun, Ruleset, ScriptError, ScriptLimits,
+    ScriptSource, Selection,
 };
 pub use state::{MAX_TIMESTAMPS, StateStore};

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertContext, AlertSpec};
 use super::api::{self, ScriptEvent};
+use super::index::{MATCH_CONST, RuleFilter, RuleIndex};
 use super::state::StateStore;
 use crate::audit::Event;
 
@@ -177,6 +178,7 @@ pub struct Rule {
     name: Arc<str>,
     path: PathBuf,
     ast: AST,
+    filter: Option<RuleFilter>,
 }
 
 impl Rule {
@@ -189,17 +191,60 @@ impl Rule {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// What the script declares it can match (`const MATCH`); `None`: every event.
+    pub fn filter(&self) -> Option<&RuleFilter> {
+        self.filter.as_ref()
+    }
 }
 
-/// The result of running every rule on one event.
+/// Reads the script's `const MATCH = #{…};` declaration, if it has one.
+fn match_declaration(ast: &AST, text: &str) -> Result<Option<RuleFilter>, String> {
+    let literal = ast
+        .iter_literal_variables(true, false)
+        .find(|(name, ..)| *name == MATCH_CONST)
+        .map(|(_, _, value)| value);
+    match literal {
+        Some(value) => match value.try_cast::<rhai::Map>() {
+            Some(map) => RuleFilter::from_map(&map).map(Some),
+            None => {
+                Err("MATCH must be a map, e.g. #{ verb: \"create\", resource: \"pods\" }".into())
+            }
+        },
+        None if text.contains(&format!("const {MATCH_CONST}")) => {
+            Err("MATCH must be a top-level constant map of literals (strings and integers)".into())
+        }
+        None => Ok(None),
+    }
+}
+
+/// The result of running the rules on one event.
 #[derive(Debug, Default)]
 pub struct Evaluation {
     /// Alerts raised, in rule order.
     pub alerts: Vec<Alert>,
     /// Scripts that failed on this event.
     pub errors: Vec<ScriptError>,
-    /// Time each rule took, in rule order, in nanoseconds.
-    pub rule_nanos: Vec<u64>,
+    /// The rules that ran (the index skipped the others), in rule order, with their time.
+    pub runs: Vec<RuleRun>,
+}
+
+/// One rule run on one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleRun {
+    /// The rule's position in [`Ruleset::rules`].
+    pub rule: usize,
+    /// How long it took, in nanoseconds.
+    pub nanos: u64,
+}
+
+/// Which rules an evaluation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Only those whose `MATCH` declaration admits the event (the default).
+    Indexed,
+    /// Every rule, ignoring `MATCH`: to check that declarations skip nothing that fires.
+    Every,
 }
 
 /// What the current script run has raised; one per thread, as a run never leaves its thread.
@@ -223,6 +268,7 @@ thread_local! {
 pub struct Ruleset {
     engine: Engine,
     rules: Vec<Rule>,
+    index: RuleIndex,
     limits: ScriptLimits,
     cluster: String,
     state: Arc<StateStore>,
@@ -292,11 +338,19 @@ impl Ruleset {
             match engine.compile_into_self_contained(&scope, &source.text) {
                 Ok(mut ast) => {
                     ast.set_source(source.path.to_string_lossy().as_ref());
-                    rules.push(Rule {
-                        name: source.name.into(),
-                        path: source.path,
-                        ast,
-                    });
+                    match match_declaration(&ast, &source.text) {
+                        Ok(filter) => rules.push(Rule {
+                            name: source.name.into(),
+                            path: source.path,
+                            ast,
+                            filter,
+                        }),
+                        Err(message) => errors.push(LoadError {
+                            path: source.path,
+                            position: None,
+                            message,
+                        }),
+                    }
                 }
                 Err(err) => errors.push(load_error(source.path, *err)),
             }
@@ -304,6 +358,7 @@ impl Ruleset {
         if errors.is_empty() {
             Ok(Self {
                 engine,
+                index: RuleIndex::new(rules.iter().map(|r| r.filter.clone()).collect()),
                 rules,
                 limits: limits.clone(),
                 cluster: cluster.to_owned(),
@@ -353,6 +408,20 @@ impl Ruleset {
 
     /// Runs every rule on `event`, with `now_ms` as the stateful helpers' clock.
     pub fn evaluate_at(&self, event: Arc<Event>, now_ms: i64) -> Evaluation {
+        self.evaluate_selected(event, now_ms, Selection::Indexed)
+    }
+
+    /// Runs the `selection` of rules on `event`, with `now_ms` as the stateful helpers' clock.
+    pub fn evaluate_selected(
+        &self,
+        event: Arc<Event>,
+        now_ms: i64,
+        selection: Selection,
+    ) -> Evaluation {
+        let positions: Vec<usize> = match selection {
+            Selection::Indexed => self.index.candidates(&event),
+            Selection::Every => (0..self.rules.len()).collect(),
+        };
         FRAME.with(|f| {
             let mut f = f.borrow_mut();
             f.now_ms = now_ms;
@@ -364,12 +433,15 @@ impl Ruleset {
         // One scope for all rules: `event` stays, whatever a script declared is dropped.
         let mut scope = Scope::new();
         scope.push_constant("event", script_event.clone());
-        out.rule_nanos.reserve(self.rules.len());
-        for rule in &self.rules {
+        out.runs.reserve(positions.len());
+        for position in positions {
+            let rule = &self.rules[position];
             let started = std::time::Instant::now();
-            let result = self.run_rule(rule, &mut scope);
-            out.rule_nanos
-                .push(u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            let result = self.run_rule(rule, &mut scope, started);
+            out.runs.push(RuleRun {
+                rule: position,
+                nanos: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            });
             scope.rewind(1);
             let specs = FRAME.with(|f| std::mem::take(&mut f.borrow_mut().specs));
             if !specs.is_empty() {
@@ -392,12 +464,17 @@ impl Ruleset {
         out
     }
 
-    fn run_rule(&self, rule: &Rule, scope: &mut Scope) -> Result<(), Box<EvalAltResult>> {
+    fn run_rule(
+        &self,
+        rule: &Rule,
+        scope: &mut Scope,
+        started: std::time::Instant,
+    ) -> Result<(), Box<EvalAltResult>> {
         FRAME.with(|f| {
             let mut f = f.borrow_mut();
             f.rule = Some(rule.name.clone());
             f.max_alerts = self.limits.max_alerts_per_event;
-            f.deadline = Some(std::time::Instant::now() + self.limits.max_run_time);
+            f.deadline = Some(started + self.limits.max_run_time);
         });
         let result = self.engine.run_ast_with_scope(scope, &rule.ast);
         FRAME.with(|f| {

@@ -97,11 +97,12 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
     })
 }
 
-/// Runs every rule on every event; logs and counts script errors; records timings.
+/// Runs the rules on every event (those the index admits); logs and counts script errors;
+/// records timings.
 fn evaluate(rules: &Ruleset, events: Vec<Event>) -> Vec<Alert> {
-    let count = events.len();
     let mut alerts = Vec::new();
-    let mut nanos: Vec<u64> = vec![0; rules.rules().len()];
+    // Per rule: events it ran on (the index skips the others) and their total time.
+    let mut runs: Vec<(usize, u64)> = vec![(0, 0); rules.rules().len()];
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for event in events {
         let evaluation = rules.evaluate(Arc::new(event));
@@ -115,8 +116,10 @@ fn evaluate(rules: &Ruleset, events: Vec<Event>) -> Vec<Alert> {
             );
             *errors.entry(err.rule.clone()).or_default() += 1;
         }
-        for (total, n) in nanos.iter_mut().zip(&evaluation.rule_nanos) {
-            *total += n;
+        for run in &evaluation.runs {
+            let (events, total) = &mut runs[run.rule];
+            *events += 1;
+            *total += run.nanos;
         }
         for alert in &evaluation.alerts {
             telemetry::rule_matched(&alert.rule);
@@ -126,10 +129,10 @@ fn evaluate(rules: &Ruleset, events: Vec<Event>) -> Vec<Alert> {
     for (rule, n) in errors {
         telemetry::rule_errors(&rule, n);
     }
-    if count > 0 {
-        for (rule, total) in rules.rules().iter().zip(nanos) {
-            telemetry::rules_evaluated(rule.name(), count);
-            telemetry::rule_evaluation_seconds(rule.name(), total as f64 / 1e9 / count as f64);
+    for (rule, (events, total)) in rules.rules().iter().zip(runs) {
+        if events > 0 {
+            telemetry::rules_evaluated(rule.name(), events);
+            telemetry::rule_evaluation_seconds(rule.name(), total as f64 / 1e9 / events as f64);
         }
     }
     alerts

@@ -1,0 +1,345 @@
+//! The rule index: which scripts can match an event, from each script's optional
+//! `const MATCH = #{…};` declaration, so the evaluator skips the others.
+//!
+//! A declaration is a promise of the script's author: the script raises nothing (and changes
+//! no state) on an event outside it. Keys: `stage`, `verb`, `resource`, `subresource`
+//! (`""` is none), `code` (response codes), each one value or an array of values (any of
+//! them); `username` (globs, one must match) and `not_username` (globs, none may match).
+//! Every key given must hold. A script without a declaration runs on every event.
+//!
+//! Owns the parsing of declarations and the candidate lookup; calls `api::glob_match`.
+
+use std::collections::HashMap;
+
+use rhai::{Array, Dynamic, Map};
+
+use super::api::glob_match;
+use crate::audit::Event;
+
+/// The name of the constant that declares what a script can match.
+pub const MATCH_CONST: &str = "MATCH";
+
+/// The keys a `MATCH` declaration may have.
+pub const MATCH_KEYS: [&str; 7] = [
+    "stage",
+    "verb",
+    "resource",
+    "subresource",
+    "code",
+    "username",
+    "not_username",
+];
+
+/// What one script declares it can match; `None` / empty means unconstrained.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleFilter {
+    /// Accepted stages.
+    pub stage: Option<Vec<String>>,
+    /// Accepted verbs.
+    pub verb: Option<Vec<String>>,
+    /// Accepted `objectRef.resource` values.
+    pub resource: Option<Vec<String>>,
+    /// Accepted `objectRef.subresource` values (`""`: none).
+    pub subresource: Option<Vec<String>>,
+    /// Accepted `responseStatus.code` values.
+    pub code: Option<Vec<i64>>,
+    /// Username globs of which one must match.
+    pub username: Vec<String>,
+    /// Username globs of which none may match.
+    pub not_username: Vec<String>,
+}
+
+impl RuleFilter {
+    /// Reads a `MATCH` map; the error names the offending key.
+    pub fn from_map(map: &Map) -> Result<Self, String> {
+        let mut filter = Self::default();
+        for (key, value) in map {
+            match key.as_str() {
+                "stage" => filter.stage = Some(strings(key, value)?),
+                "verb" => filter.verb = Some(strings(key, value)?),
+                "resource" => filter.resource = Some(strings(key, value)?),
+                "subresource" => filter.subresource = Some(strings(key, value)?),
+                "code" => filter.code = Some(ints(key, value)?),
+                "username" => filter.username = strings(key, value)?,
+                "not_username" => filter.not_username = strings(key, value)?,
+                other => {
+                    return Err(format!(
+                        "MATCH: unknown key `{other}` (one of {})",
+                        MATCH_KEYS.join(", ")
+                    ));
+                }
+            }
+        }
+        Ok(filter)
+    }
+
+    /// Whether `event` is inside the declaration.
+    pub fn admits(&self, event: &Event) -> bool {
+        let object = event.object_ref.as_ref();
+        let resource = object.map_or("", |o| o.resource.as_str());
+        let subresource = object.map_or("", |o| o.subresource.as_str());
+        admits_text(self.stage.as_deref(), &event.stage)
+            && admits_text(self.verb.as_deref(), &event.verb)
+            && admits_text(self.resource.as_deref(), resource)
+            && admits_text(self.subresource.as_deref(), subresource)
+            && self.admits_user_and_code(event)
+    }
+
+    /// The checks the index does not key on: username globs and response code.
+    fn admits_user_and_code(&self, event: &Event) -> bool {
+        let user = event.user.username.as_str();
+        let code = event.response_status.as_ref().map_or(0, |s| s.code);
+        (self.username.is_empty() || self.username.iter().any(|g| glob_match(g, user)))
+            && !self.not_username.iter().any(|g| glob_match(g, user))
+            && self.code.as_ref().is_none_or(|codes| codes.contains(&code))
+    }
+}
+
+fn admits_text(accepted: Option<&[String]>, value: &str) -> bool {
+    accepted.is_none_or(|values| values.iter().any(|v| v == value))
+}
+
+fn strings(key: &str, value: &Dynamic) -> Result<Vec<String>, String> {
+    let items: Array = match value.clone().try_cast::<Array>() {
+        Some(items) => items,
+        None => vec![value.clone()],
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            item.into_immutable_string()
+                .map(|s| s.to_string())
+                .map_err(|ty| format!("MATCH: `{key}` takes strings, not {ty}"))
+        })
+        .collect()
+}
+
+fn ints(key: &str, value: &Dynamic) -> Result<Vec<i64>, String> {
+    let items: Array = match value.clone().try_cast::<Array>() {
+        Some(items) => items,
+        None => vec![value.clone()],
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            item.as_int()
+                .map_err(|ty| format!("MATCH: `{key}` takes integers, not {ty}"))
+        })
+        .collect()
+}
+
+/// A set of rule positions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RuleSet(Vec<u64>);
+
+impl RuleSet {
+    fn empty(rules: usize) -> Self {
+        Self(vec![0; rules.div_ceil(64)])
+    }
+
+    fn insert(&mut self, rule: usize) {
+        self.0[rule / 64] |= 1 << (rule % 64);
+    }
+
+    fn union_into(&self, out: &mut Self) {
+        for (o, w) in out.0.iter_mut().zip(&self.0) {
+            *o |= w;
+        }
+    }
+
+    fn intersect_with(&mut self, other: &Self) {
+        for (o, w) in self.0.iter_mut().zip(&other.0) {
+            *o &= w;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0.iter().enumerate().flat_map(|(i, word)| {
+            let mut w = *word;
+            std::iter::from_fn(move || {
+                (w != 0).then(|| {
+                    let bit = w.trailing_zeros() as usize;
+                    w &= w - 1;
+                    i * 64 + bit
+                })
+            })
+        })
+    }
+}
+
+/// One keyed dimension (stage, verb, resource, subresource): the rules that accept each
+/// value, and those that accept any.
+#[derive(Debug)]
+struct Dimension {
+    by_value: HashMap<String, RuleSet>,
+    any: RuleSet,
+}
+
+impl Dimension {
+    fn build(filters: &[Option<RuleFilter>], pick: fn(&RuleFilter) -> Option<&[String]>) -> Self {
+        let mut dim = Self {
+            by_value: HashMap::new(),
+            any: RuleSet::empty(filters.len()),
+        };
+        for (rule, filter) in filters.iter().enumerate() {
+            match filter.as_ref().and_then(pick) {
+                None => dim.any.insert(rule),
+                Some(values) => {
+                    for value in values {
+                        dim.by_value
+                            .entry(value.clone())
+                            .or_insert_with(|| RuleSet::empty(filters.len()))
+                            .insert(rule);
+                    }
+                }
+            }
+        }
+        dim
+    }
+
+    /// Narrows `candidates` to the rules that accept `value`.
+    fn narrow(&self, value: &str, candidates: &mut RuleSet) {
+        let mut accepted = self.any.clone();
+        if let Some(rules) = self.by_value.get(value) {
+            rules.union_into(&mut accepted);
+        }
+        candidates.intersect_with(&accepted);
+    }
+}
+
+/// The candidate rules of an event, by stage, verb, resource and subresource, then by user
+/// and response code.
+#[derive(Debug)]
+pub struct RuleIndex {
+    filters: Vec<Option<RuleFilter>>,
+    stage: Dimension,
+    verb: Dimension,
+    resource: Dimension,
+    subresource: Dimension,
+}
+
+impl RuleIndex {
+    /// Indexes the rules' filters, in rule order (`None`: the rule runs on every event).
+    pub fn new(filters: Vec<Option<RuleFilter>>) -> Self {
+        Self {
+            stage: Dimension::build(&filters, |f| f.stage.as_deref()),
+            verb: Dimension::build(&filters, |f| f.verb.as_deref()),
+            resource: Dimension::build(&filters, |f| f.resource.as_deref()),
+            subresource: Dimension::build(&filters, |f| f.subresource.as_deref()),
+            filters,
+        }
+    }
+
+    /// The positions of the rules that may match `event`, in rule order.
+    pub fn candidates(&self, event: &Event) -> Vec<usize> {
+        let mut set = RuleSet(vec![u64::MAX; self.filters.len().div_ceil(64)]);
+        let object = event.object_ref.as_ref();
+        self.stage.narrow(&event.stage, &mut set);
+        self.verb.narrow(&event.verb, &mut set);
+        self.resource
+            .narrow(object.map_or("", |o| o.resource.as_str()), &mut set);
+        self.subresource
+            .narrow(object.map_or("", |o| o.subresource.as_str()), &mut set);
+        set.iter()
+            .filter(|rule| {
+                self.filters[*rule]
+                    .as_ref()
+                    .is_none_or(|f| f.admits_user_and_code(event))
+            })
+            .collect()
+    }
+
+    /// The filter of the rule at `position`.
+    pub fn filter(&self, position: usize) -> Option<&RuleFilter> {
+        self.filters.get(position).and_then(Option::as_ref)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{ObjectReference, Status};
+
+    fn event(stage: &str, verb: &str, resource: &str, user: &str, code: i64) -> Event {
+        let mut e = Event {
+            stage: stage.into(),
+            verb: verb.into(),
+            ..Event::default()
+        };
+        e.user.username = user.into();
+        e.object_ref = Some(ObjectReference {
+            resource: resource.into(),
+            ..ObjectReference::default()
+        });
+        e.response_status = Some(Status {
+            code,
+            ..Status::default()
+        });
+        e
+    }
+
+    fn filter(text: &str) -> RuleFilter {
+        let engine = rhai::Engine::new();
+        let map: Map = engine.eval(text).unwrap();
+        RuleFilter::from_map(&map).unwrap()
+    }
+
+    #[test]
+    fn candidates_equal_the_filters_one_by_one() {
+        let filters = vec![
+            Some(filter(
+                r#"#{ verb: "create", resource: ["pods", "deployments"] }"#,
+            )),
+            None,
+            Some(filter(
+                r#"#{ stage: "ResponseComplete", not_username: "system:*" }"#,
+            )),
+            Some(filter(r#"#{ username: "system:anonymous" }"#)),
+            Some(filter(r#"#{ code: [401, 403] }"#)),
+            Some(filter(
+                r#"#{ resource: "pods", subresource: ["exec", "attach"] }"#,
+            )),
+        ];
+        // More than 64 rules, so the sets span words.
+        let mut many = filters.clone();
+        for _ in 0..20 {
+            many.extend(filters.clone());
+        }
+        let index = RuleIndex::new(many.clone());
+        let mut checked = 0;
+        for stage in ["ResponseComplete", "ResponseStarted"] {
+            for verb in ["create", "get"] {
+                for resource in ["pods", "deployments", "secrets", ""] {
+                    for user in ["alice", "system:anonymous", "system:node:n1"] {
+                        for code in [200, 401, 0] {
+                            let e = event(stage, verb, resource, user, code);
+                            let expected: Vec<usize> = many
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, f)| f.as_ref().is_none_or(|f| f.admits(&e)))
+                                .map(|(i, _)| i)
+                                .collect();
+                            assert_eq!(index.candidates(&e), expected, "{e:?}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(checked, 2 * 2 * 4 * 3 * 3);
+    }
+
+    #[test]
+    fn declarations_are_checked() {
+        let engine = rhai::Engine::new();
+        let bad = |text: &str| {
+            let map: Map = engine.eval(text).unwrap();
+            RuleFilter::from_map(&map).unwrap_err()
+        };
+        assert!(bad(r#"#{ verbs: "get" }"#).contains("unknown key `verbs`"));
+        assert!(bad(r#"#{ verb: 1 }"#).contains("`verb` takes strings"));
+        assert!(bad(r#"#{ code: "401" }"#).contains("`code` takes integers"));
+        let f = filter(r#"#{ subresource: "" }"#);
+        assert!(f.admits(&event("ResponseComplete", "get", "pods", "u", 200)));
+    }
+}
