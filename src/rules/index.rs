@@ -99,12 +99,16 @@ fn admits_text(accepted: Option<&[String]>, value: &str) -> bool {
     accepted.is_none_or(|values| values.iter().any(|v| v == value))
 }
 
-fn strings(key: &str, value: &Dynamic) -> Result<Vec<String>, String> {
-    let items: Array = match value.clone().try_cast::<Array>() {
+/// One value or an array of values, as an array.
+fn items(value: &Dynamic) -> Array {
+    match value.clone().try_cast::<Array>() {
         Some(items) => items,
         None => vec![value.clone()],
-    };
-    items
+    }
+}
+
+fn strings(key: &str, value: &Dynamic) -> Result<Vec<String>, String> {
+    items(value)
         .into_iter()
         .map(|item| {
             item.into_immutable_string()
@@ -115,11 +119,7 @@ fn strings(key: &str, value: &Dynamic) -> Result<Vec<String>, String> {
 }
 
 fn ints(key: &str, value: &Dynamic) -> Result<Vec<i64>, String> {
-    let items: Array = match value.clone().try_cast::<Array>() {
-        Some(items) => items,
-        None => vec![value.clone()],
-    };
-    items
+    items(value)
         .into_iter()
         .map(|item| {
             item.as_int()
