@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod loadgen;
 pub mod notify;
 pub mod outbox;
 pub mod pipeline;

@@ -2,6 +2,7 @@
 //!
 //! Loads config and scripts, then hands over to `server` or evaluates directly with `rules`.
 
+mod bench_ingest;
 mod check;
 mod dry_run;
 mod r#gen;
@@ -70,6 +71,8 @@ enum Command {
     /// Generate files for the cluster side.
     #[command(subcommand)]
     Gen(r#gen::Command),
+    /// Send audit batches to a klaxon (or any) endpoint and report throughput and latency.
+    BenchIngest(bench_ingest::Args),
 }
 
 /// Parses the command line and runs it.
@@ -120,6 +123,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.config, &cli.scripts)?;
             r#gen::run(&config, command)
         }
+        Command::BenchIngest(ref args) => bench_ingest::run(args),
     }
 }
 
