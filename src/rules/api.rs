@@ -17,7 +17,25 @@ struct EventCell {
     event: Arc<Event>,
     request: OnceLock<Option<Value>>,
     response: OnceLock<Option<Value>>,
+    /// The fields every script reads, as script strings made once per event.
+    hot: [OnceLock<ImmutableString>; HOT_FIELDS],
 }
+
+/// The fields most guards read; each is converted to a script string once per event and
+/// then shared (a reference-count increment) by every script.
+#[derive(Clone, Copy)]
+enum Hot {
+    Stage,
+    Verb,
+    RequestUri,
+    Resource,
+    Subresource,
+    Namespace,
+    Name,
+    Username,
+}
+
+const HOT_FIELDS: usize = 8;
 
 impl ScriptEvent {
     /// Wraps an event for evaluation.
@@ -26,7 +44,15 @@ impl ScriptEvent {
             event,
             request: OnceLock::new(),
             response: OnceLock::new(),
+            hot: Default::default(),
         }))
+    }
+
+    /// A hot field as a script string, made on first use.
+    fn hot(&self, field: Hot, read: impl FnOnce(&Self) -> &str) -> ImmutableString {
+        self.0.hot[field as usize]
+            .get_or_init(|| text(read(self)))
+            .clone()
     }
 
     /// The underlying event.
@@ -209,11 +235,15 @@ fn register_event(engine: &mut Engine) {
         })
         .register_get("level", |e: &mut ScriptEvent| text(&e.event().level))
         .register_get("auditID", |e: &mut ScriptEvent| text(&e.event().audit_id))
-        .register_get("stage", |e: &mut ScriptEvent| text(&e.event().stage))
-        .register_get("requestURI", |e: &mut ScriptEvent| {
-            text(&e.event().request_uri)
+        .register_get("stage", |e: &mut ScriptEvent| {
+            e.hot(Hot::Stage, |e| &e.event().stage)
         })
-        .register_get("verb", |e: &mut ScriptEvent| text(&e.event().verb))
+        .register_get("requestURI", |e: &mut ScriptEvent| {
+            e.hot(Hot::RequestUri, |e| &e.event().request_uri)
+        })
+        .register_get("verb", |e: &mut ScriptEvent| {
+            e.hot(Hot::Verb, |e| &e.event().verb)
+        })
         .register_get("userAgent", |e: &mut ScriptEvent| {
             text(&e.event().user_agent)
         })
@@ -297,8 +327,9 @@ fn object_name(e: &ScriptEvent) -> ImmutableString {
 fn register_user(engine: &mut Engine) {
     engine
         .register_type_with_name::<UserView>("User")
-        .register_get("username", |u: &mut UserView| {
-            text(&u.0.user_info(u.1).username)
+        .register_get("username", |u: &mut UserView| match u.1 {
+            WhichUser::Authenticated => u.0.hot(Hot::Username, |e| &e.event().user.username),
+            WhichUser::Impersonated => text(&u.0.user_info(u.1).username),
         })
         .register_get("uid", |u: &mut UserView| text(&u.0.user_info(u.1).uid))
         .register_get("groups", |u: &mut UserView| {
@@ -325,16 +356,22 @@ fn register_object_ref(engine: &mut Engine) {
     ) -> impl Fn(&mut ObjectRefView) -> ImmutableString + Send + Sync + 'static {
         move |o: &mut ObjectRefView| text(f(o.0.object_ref()))
     }
+    fn hot(
+        field: Hot,
+        f: fn(&ObjectReference) -> &String,
+    ) -> impl Fn(&mut ObjectRefView) -> ImmutableString + Send + Sync + 'static {
+        move |o: &mut ObjectRefView| o.0.hot(field, |e| f(e.object_ref()))
+    }
     engine
         .register_type_with_name::<ObjectRefView>("ObjectRef")
-        .register_get("resource", get(|r| &r.resource))
-        .register_get("namespace", get(|r| &r.namespace))
-        .register_get("name", get(|r| &r.name))
+        .register_get("resource", hot(Hot::Resource, |r| &r.resource))
+        .register_get("namespace", hot(Hot::Namespace, |r| &r.namespace))
+        .register_get("name", hot(Hot::Name, |r| &r.name))
         .register_get("uid", get(|r| &r.uid))
         .register_get("apiGroup", get(|r| &r.api_group))
         .register_get("apiVersion", get(|r| &r.api_version))
         .register_get("resourceVersion", get(|r| &r.resource_version))
-        .register_get("subresource", get(|r| &r.subresource))
+        .register_get("subresource", hot(Hot::Subresource, |r| &r.subresource))
         .register_fn("to_string", |o: &mut ObjectRefView| {
             o.0.event().object_display()
         });
