@@ -3,6 +3,7 @@
 //! Loads config and scripts, then hands over to `server` or evaluates directly with `rules`.
 
 mod bench_ingest;
+mod bench_rules;
 mod check;
 mod dry_run;
 mod r#gen;
@@ -73,6 +74,8 @@ enum Command {
     Gen(r#gen::Command),
     /// Send audit batches to a klaxon (or any) endpoint and report throughput and latency.
     BenchIngest(bench_ingest::Args),
+    /// Measure how fast the scripts evaluate audit events offline, with a per-rule cost table.
+    BenchRules(bench_rules::Args),
 }
 
 /// Parses the command line and runs it.
@@ -124,6 +127,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             r#gen::run(&config, command)
         }
         Command::BenchIngest(ref args) => bench_ingest::run(args),
+        Command::BenchRules(ref args) => {
+            let config = load_config(&cli.config, &cli.scripts)?;
+            bench_rules::run(&config, args)
+        }
     }
 }
 

@@ -19,6 +19,10 @@ struct EventCell {
     response: OnceLock<Option<Value>>,
     /// The fields every script reads, as script strings made once per event.
     hot: [OnceLock<ImmutableString>; HOT_FIELDS],
+    /// `requestObject` / `responseObject` as script values, converted once per event; each
+    /// script gets a copy (strings shared, maps copied), cheaper than converting again.
+    request_value: OnceLock<Dynamic>,
+    response_value: OnceLock<Dynamic>,
 }
 
 /// The fields most guards read; each is converted to a script string once per event and
@@ -45,7 +49,28 @@ impl ScriptEvent {
             request: OnceLock::new(),
             response: OnceLock::new(),
             hot: Default::default(),
+            request_value: OnceLock::new(),
+            response_value: OnceLock::new(),
         }))
+    }
+
+    /// `requestObject` as a script value (a copy of the per-event conversion).
+    fn request_value(&self) -> Dynamic {
+        self.0
+            .request_value
+            .get_or_init(|| self.request_object().map_or(Dynamic::UNIT, json_to_dynamic))
+            .clone()
+    }
+
+    /// `responseObject` as a script value (a copy of the per-event conversion).
+    fn response_value(&self) -> Dynamic {
+        self.0
+            .response_value
+            .get_or_init(|| {
+                self.response_object()
+                    .map_or(Dynamic::UNIT, json_to_dynamic)
+            })
+            .clone()
     }
 
     /// A hot field as a script string, made on first use.
@@ -273,12 +298,8 @@ fn register_event(engine: &mut Engine) {
         .register_get("responseStatus", |e: &mut ScriptEvent| {
             StatusView(e.clone())
         })
-        .register_get("requestObject", |e: &mut ScriptEvent| {
-            e.request_object().map_or(Dynamic::UNIT, json_to_dynamic)
-        })
-        .register_get("responseObject", |e: &mut ScriptEvent| {
-            e.response_object().map_or(Dynamic::UNIT, json_to_dynamic)
-        })
+        .register_get("requestObject", |e: &mut ScriptEvent| e.request_value())
+        .register_get("responseObject", |e: &mut ScriptEvent| e.response_value())
         .register_fn("object_name", |e: &mut ScriptEvent| object_name(e))
         .register_fn("uri_param", |e: &mut ScriptEvent, name: &str| {
             query_pairs(e)

@@ -1,0 +1,79 @@
+//! `klaxon bench-rules` as a user runs it: throughput next to decoding, and a per-rule cost
+//! table whose counts follow from the events given.
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+fn repo(path: &str) -> String {
+    format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn reports_throughput_and_what_each_rule_cost_on_the_given_events() {
+    let output = cargo_bin_cmd!("klaxon")
+        .args(["--config", &repo("config/klaxon.toml")])
+        .args([
+            "bench-rules",
+            "--scripts",
+            &repo("scripts"),
+            "--duration",
+            "0s",
+        ])
+        .args(["--top", "0", &repo("examples/events/pod-created.jsonl")])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let events = std::fs::read_to_string(repo("examples/events/pod-created.jsonl"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    // One round over the file's events (--duration 0s), with the decoding cost beside it.
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.starts_with(&format!("7 rules on {events} events × 1 rounds in ")),
+        "{first}"
+    );
+    assert!(
+        first.contains("events/s") && first.contains("decoding alone"),
+        "{first}"
+    );
+    // Every rule has a row; pod_created ran on every pod creation and alerted on each.
+    let rows: Vec<&str> = stdout.lines().skip(2).collect();
+    assert_eq!(rows.len(), 7, "{stdout}");
+    let pod_created: Vec<&str> = rows
+        .iter()
+        .find(|r| r.starts_with("pod_created "))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(pod_created[1], "100.0%", "{stdout}");
+    assert_eq!(pod_created[2], "yes");
+    assert_eq!(pod_created.last().unwrap(), &events.to_string(), "{stdout}");
+}
+
+#[test]
+fn without_files_it_evaluates_the_built_in_mix() {
+    let output = cargo_bin_cmd!("klaxon")
+        .args(["--config", &repo("config/klaxon.toml")])
+        .args([
+            "bench-rules",
+            "--scripts",
+            &repo("scripts"),
+            "--duration",
+            "0s",
+        ])
+        .args(["--events", "800", "--top", "3"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        stdout.starts_with("7 rules on 800 events × 1 rounds"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("(4 more rules; --top 0 shows all)"),
+        "{stdout}"
+    );
+}
