@@ -7,6 +7,24 @@ fn repo(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `klaxon --config … bench-rules --scripts scripts --duration 0s ARGS`: its stdout.
+fn bench_rules(args: &[&str]) -> String {
+    let output = cargo_bin_cmd!("klaxon")
+        .args(["--config", &repo("config/klaxon.toml")])
+        .args([
+            "bench-rules",
+            "--scripts",
+            &repo("scripts"),
+            "--duration",
+            "0s",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
 #[test]
 fn reports_throughput_and_what_each_rule_cost_on_the_given_events() {
     let output = cargo_bin_cmd!("klaxon")
