@@ -27,20 +27,7 @@ fn bench_rules(args: &[&str]) -> String {
 
 #[test]
 fn reports_throughput_and_what_each_rule_cost_on_the_given_events() {
-    let output = cargo_bin_cmd!("klaxon")
-        .args(["--config", &repo("config/klaxon.toml")])
-        .args([
-            "bench-rules",
-            "--scripts",
-            &repo("scripts"),
-            "--duration",
-            "0s",
-        ])
-        .args(["--top", "0", &repo("examples/events/pod-created.jsonl")])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = bench_rules(&["--top", "0", &repo("examples/events/pod-created.jsonl")]);
     let events = std::fs::read_to_string(repo("examples/events/pod-created.jsonl"))
         .unwrap()
         .lines()
@@ -72,20 +59,7 @@ fn reports_throughput_and_what_each_rule_cost_on_the_given_events() {
 
 #[test]
 fn without_files_it_evaluates_the_built_in_mix() {
-    let output = cargo_bin_cmd!("klaxon")
-        .args(["--config", &repo("config/klaxon.toml")])
-        .args([
-            "bench-rules",
-            "--scripts",
-            &repo("scripts"),
-            "--duration",
-            "0s",
-        ])
-        .args(["--events", "800", "--top", "3"])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stdout = bench_rules(&["--events", "800", "--top", "3"]);
     assert!(
         stdout.starts_with("7 rules on 800 events × 1 rounds"),
         "{stdout}"
