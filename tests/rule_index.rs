@@ -77,7 +77,7 @@ fn every_shipped_and_falco_script_declares_what_it_matches() {
     let undeclared: Vec<&str> = rules
         .rules()
         .iter()
-        .filter(|r| r.filter().is_none())
+        .filter(|r| r.filters().is_none())
         .map(|r| r.name())
         .collect();
     assert!(undeclared.is_empty(), "no MATCH: {undeclared:?}");
@@ -146,6 +146,16 @@ fn a_bad_declaration_fails_the_load_naming_the_script() {
             "computed",
             "const MATCH = #{ verb: event.verb }; let x = 1;",
             "MATCH must be a top-level constant map of literals",
+        ),
+        (
+            "empty_alternatives",
+            "const MATCH = []; alert(#{ title: \"x\" });",
+            "or an array of maps",
+        ),
+        (
+            "bad_alternative",
+            "const MATCH = [#{ verb: \"get\" }, #{ groups: \"x\" }]; let x = 1;",
+            "unknown key `groups`",
         ),
     ] {
         let sub = dir.path().join(name);

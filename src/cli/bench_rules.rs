@@ -202,7 +202,11 @@ fn print_table(
             "{:<width$}  {:>8.1}%  {:>8}  {:>10.2}  {:>11.3}  {:>6.1}%  {:>9}",
             rule.name(),
             100.0 * c.runs as f64 / evaluated.max(1) as f64,
-            if rule.filter().is_some() { "yes" } else { "no" },
+            if rule.filters().is_some() {
+                "yes"
+            } else {
+                "no"
+            },
             c.nanos as f64 / 1e3 / c.runs.max(1) as f64,
             c.nanos as f64 / 1e3 / evaluated.max(1) as f64,
             100.0 * c.nanos as f64 / total as f64,

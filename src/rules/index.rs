@@ -4,8 +4,10 @@
 //! A declaration is a promise of the script's author: the script raises nothing (and changes
 //! no state) on an event outside it. Keys: `stage`, `verb`, `resource`, `subresource`
 //! (`""` is none), `code` (response codes), each one value or an array of values (any of
-//! them); `username` (globs, one must match) and `not_username` (globs, none may match).
-//! Every key given must hold. A script without a declaration runs on every event.
+//! them); `username` (globs, one must match), `not_username` (globs, none may match) and
+//! `group` (globs, one of the user's groups must match one). Every key given must hold.
+//! `MATCH` may also be an array of such maps: the script runs when any of them holds. A
+//! script without a declaration runs on every event.
 //!
 //! Owns the parsing of declarations and the candidate lookup; calls `api::glob_match`.
 
@@ -20,7 +22,7 @@ use crate::audit::Event;
 pub const MATCH_CONST: &str = "MATCH";
 
 /// The keys a `MATCH` declaration may have.
-pub const MATCH_KEYS: [&str; 7] = [
+pub const MATCH_KEYS: [&str; 8] = [
     "stage",
     "verb",
     "resource",
@@ -28,6 +30,7 @@ pub const MATCH_KEYS: [&str; 7] = [
     "code",
     "username",
     "not_username",
+    "group",
 ];
 
 /// What one script declares it can match; `None` / empty means unconstrained.
@@ -47,6 +50,8 @@ pub struct RuleFilter {
     pub username: Vec<String>,
     /// Username globs of which none may match.
     pub not_username: Vec<String>,
+    /// Group globs of which one must match one of the user's groups.
+    pub group: Vec<String>,
 }
 
 impl RuleFilter {
@@ -62,6 +67,7 @@ impl RuleFilter {
                 "code" => filter.code = Some(ints(key, value)?),
                 "username" => filter.username = strings(key, value)?,
                 "not_username" => filter.not_username = strings(key, value)?,
+                "group" => filter.group = strings(key, value)?,
                 other => {
                     return Err(format!(
                         "MATCH: unknown key `{other}` (one of {})",
@@ -92,6 +98,12 @@ impl RuleFilter {
         (self.username.is_empty() || self.username.iter().any(|g| glob_match(g, user)))
             && !self.not_username.iter().any(|g| glob_match(g, user))
             && self.code.as_ref().is_none_or(|codes| codes.contains(&code))
+            && (self.group.is_empty()
+                || event
+                    .user
+                    .groups
+                    .iter()
+                    .any(|name| self.group.iter().any(|g| glob_match(g, name))))
     }
 }
 
@@ -208,10 +220,12 @@ impl Dimension {
 }
 
 /// The candidate rules of an event, by stage, verb, resource and subresource, then by user
-/// and response code.
+/// and response code. Entries are the rules' alternatives (or the rule itself when it
+/// declares nothing), in rule order.
 #[derive(Debug)]
 pub struct RuleIndex {
-    filters: Vec<Option<RuleFilter>>,
+    /// (rule position, alternative; `None`: every event).
+    entries: Vec<(usize, Option<RuleFilter>)>,
     stage: Dimension,
     verb: Dimension,
     resource: Dimension,
@@ -219,20 +233,30 @@ pub struct RuleIndex {
 }
 
 impl RuleIndex {
-    /// Indexes the rules' filters, in rule order (`None`: the rule runs on every event).
-    pub fn new(filters: Vec<Option<RuleFilter>>) -> Self {
+    /// Indexes the rules' declarations, in rule order (`None`: the rule runs on every
+    /// event; several filters: any of them).
+    pub fn new(declarations: Vec<Option<Vec<RuleFilter>>>) -> Self {
+        let entries: Vec<(usize, Option<RuleFilter>)> = declarations
+            .into_iter()
+            .enumerate()
+            .flat_map(|(rule, filters)| match filters {
+                None => vec![(rule, None)],
+                Some(filters) => filters.into_iter().map(|f| (rule, Some(f))).collect(),
+            })
+            .collect();
+        let filters: Vec<Option<RuleFilter>> = entries.iter().map(|(_, f)| f.clone()).collect();
         Self {
             stage: Dimension::build(&filters, |f| f.stage.as_deref()),
             verb: Dimension::build(&filters, |f| f.verb.as_deref()),
             resource: Dimension::build(&filters, |f| f.resource.as_deref()),
             subresource: Dimension::build(&filters, |f| f.subresource.as_deref()),
-            filters,
+            entries,
         }
     }
 
     /// The positions of the rules that may match `event`, in rule order.
     pub fn candidates(&self, event: &Event) -> Vec<usize> {
-        let mut set = RuleSet(vec![u64::MAX; self.filters.len().div_ceil(64)]);
+        let mut set = RuleSet(vec![u64::MAX; self.entries.len().div_ceil(64)]);
         let object = event.object_ref.as_ref();
         self.stage.narrow(&event.stage, &mut set);
         self.verb.narrow(&event.verb, &mut set);
@@ -240,18 +264,18 @@ impl RuleIndex {
             .narrow(object.map_or("", |o| o.resource.as_str()), &mut set);
         self.subresource
             .narrow(object.map_or("", |o| o.subresource.as_str()), &mut set);
-        set.iter()
-            .filter(|rule| {
-                self.filters[*rule]
+        let mut rules: Vec<usize> = set
+            .iter()
+            .filter(|entry| {
+                self.entries[*entry]
+                    .1
                     .as_ref()
                     .is_none_or(|f| f.admits_user_and_code(event))
             })
-            .collect()
-    }
-
-    /// The filter of the rule at `position`.
-    pub fn filter(&self, position: usize) -> Option<&RuleFilter> {
-        self.filters.get(position).and_then(Option::as_ref)
+            .map(|entry| self.entries[entry].0)
+            .collect();
+        rules.dedup();
+        rules
     }
 }
 
@@ -305,7 +329,7 @@ mod tests {
         for _ in 0..20 {
             many.extend(filters.clone());
         }
-        let index = RuleIndex::new(many.clone());
+        let index = RuleIndex::new(many.iter().map(|f| f.clone().map(|f| vec![f])).collect());
         let mut checked = 0;
         for stage in ["ResponseComplete", "ResponseStarted"] {
             for verb in ["create", "get"] {
@@ -327,6 +351,25 @@ mod tests {
             }
         }
         assert_eq!(checked, 2 * 2 * 4 * 3 * 3);
+    }
+
+    #[test]
+    fn alternatives_admit_an_event_any_of_them_admits() {
+        let index = RuleIndex::new(vec![
+            Some(vec![
+                filter(r#"#{ username: "system:anonymous" }"#),
+                filter(r#"#{ group: "system:unauthenticated" }"#),
+            ]),
+            Some(vec![filter(r#"#{ verb: "create" }"#)]),
+        ]);
+        let mut anonymous = event("ResponseComplete", "get", "pods", "system:anonymous", 200);
+        assert_eq!(index.candidates(&anonymous), [0]);
+        anonymous.user.groups = vec!["system:unauthenticated".into()];
+        assert_eq!(index.candidates(&anonymous), [0]);
+        let mut grouped = event("ResponseComplete", "create", "pods", "bob", 200);
+        assert_eq!(index.candidates(&grouped), [1]);
+        grouped.user.groups = vec!["system:unauthenticated".into()];
+        assert_eq!(index.candidates(&grouped), [0, 1]);
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub struct Rule {
     name: Arc<str>,
     path: PathBuf,
     ast: AST,
-    filter: Option<RuleFilter>,
+    filters: Option<Vec<RuleFilter>>,
 }
 
 impl Rule {
@@ -192,30 +192,49 @@ impl Rule {
         &self.path
     }
 
-    /// What the script declares it can match (`const MATCH`); `None`: every event.
-    pub fn filter(&self) -> Option<&RuleFilter> {
-        self.filter.as_ref()
+    /// What the script declares it can match (`const MATCH`: any of these); `None`: every
+    /// event.
+    pub fn filters(&self) -> Option<&[RuleFilter]> {
+        self.filters.as_deref()
     }
 }
 
-/// Reads the script's `const MATCH = #{…};` declaration, if it has one.
-fn match_declaration(ast: &AST, text: &str) -> Result<Option<RuleFilter>, String> {
+/// Reads the script's `const MATCH = #{…};` (or `[#{…}, …]`) declaration, if it has one.
+fn match_declaration(ast: &AST, text: &str) -> Result<Option<Vec<RuleFilter>>, String> {
     let literal = ast
         .iter_literal_variables(true, false)
         .find(|(name, ..)| *name == MATCH_CONST)
         .map(|(_, _, value)| value);
     match literal {
-        Some(value) => match value.try_cast::<rhai::Map>() {
-            Some(map) => RuleFilter::from_map(&map).map(Some),
-            None => {
-                Err("MATCH must be a map, e.g. #{ verb: \"create\", resource: \"pods\" }".into())
+        Some(value) if value.is_array() => {
+            let items = value.cast::<rhai::Array>();
+            if items.is_empty() {
+                return Err(not_a_map());
             }
+            items
+                .into_iter()
+                .map(|item| {
+                    item.try_cast::<rhai::Map>()
+                        .ok_or_else(not_a_map)
+                        .and_then(|map| RuleFilter::from_map(&map))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some)
+        }
+        Some(value) => match value.try_cast::<rhai::Map>() {
+            Some(map) => RuleFilter::from_map(&map).map(|f| Some(vec![f])),
+            None => Err(not_a_map()),
         },
         None if text.contains(&format!("const {MATCH_CONST}")) => {
             Err("MATCH must be a top-level constant map of literals (strings and integers)".into())
         }
         None => Ok(None),
     }
+}
+
+fn not_a_map() -> String {
+    "MATCH must be a map, e.g. #{ verb: \"create\", resource: \"pods\" }, or an array of maps"
+        .into()
 }
 
 /// The result of running the rules on one event.
@@ -339,11 +358,11 @@ impl Ruleset {
                 Ok(mut ast) => {
                     ast.set_source(source.path.to_string_lossy().as_ref());
                     match match_declaration(&ast, &source.text) {
-                        Ok(filter) => rules.push(Rule {
+                        Ok(filters) => rules.push(Rule {
                             name: source.name.into(),
                             path: source.path,
                             ast,
-                            filter,
+                            filters,
                         }),
                         Err(message) => errors.push(LoadError {
                             path: source.path,
@@ -358,7 +377,7 @@ impl Ruleset {
         if errors.is_empty() {
             Ok(Self {
                 engine,
-                index: RuleIndex::new(rules.iter().map(|r| r.filter.clone()).collect()),
+                index: RuleIndex::new(rules.iter().map(|r| r.filters.clone()).collect()),
                 rules,
                 limits: limits.clone(),
                 cluster: cluster.to_owned(),
