@@ -536,6 +536,38 @@ fn register_rbac_helpers(engine: &mut Engine) {
         });
 }
 
+/// `falco_text(v)`: a value as Falco prints an output field: `()`, `""` and `[]` as `<NA>`,
+/// an array as `(a,b)` (maps in it as JSON), a map as JSON, anything else as text.
+pub fn falco_text(value: &Dynamic) -> String {
+    if value.is_unit() {
+        return "<NA>".to_owned();
+    }
+    if let Some(text) = value.read_lock::<ImmutableString>() {
+        return if text.is_empty() {
+            "<NA>".to_owned()
+        } else {
+            text.to_string()
+        };
+    }
+    if let Some(items) = value.read_lock::<Array>() {
+        if items.is_empty() {
+            return "<NA>".to_owned();
+        }
+        let parts: Vec<String> = items
+            .iter()
+            .map(|item| match item.read_lock::<Map>() {
+                Some(map) => rhai::format_map_as_json(&map),
+                None => item.to_string(),
+            })
+            .collect();
+        return format!("({})", parts.join(","));
+    }
+    if let Some(map) = value.read_lock::<Map>() {
+        return rhai::format_map_as_json(&map);
+    }
+    value.to_string()
+}
+
 /// The list fields of an RBAC PolicyRule.
 pub const RULE_FIELDS: [&str; 5] = [
     "apiGroups",
@@ -603,6 +635,17 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
 fn register_text_helpers(engine: &mut Engine) {
     engine
         .register_fn("is_system_user", |name: &str| is_system_user(name))
+        // One overload per type: a `Dynamic` parameter makes Rhai search for the function on
+        // every call.
+        .register_fn("falco_text", |value: ImmutableString| {
+            falco_text(&value.into())
+        })
+        .register_fn("falco_text", |value: Array| falco_text(&value.into()))
+        .register_fn("falco_text", |value: Map| falco_text(&value.into()))
+        .register_fn("falco_text", |_: ()| falco_text(&Dynamic::UNIT))
+        .register_fn("falco_text", |value: i64| value.to_string())
+        .register_fn("falco_text", |value: bool| value.to_string())
+        .register_fn("falco_text", |value: f64| falco_text(&value.into()))
         .register_fn("image_repository", |image: &str| {
             text(image_repository(image))
         })
@@ -657,6 +700,28 @@ mod tests {
             ("", ""),
         ] {
             assert_eq!(image_repository(image), repo, "{image}");
+        }
+    }
+
+    #[test]
+    fn falco_text_renders_as_falco_prints_output_fields() {
+        let engine = {
+            let mut e = Engine::new();
+            register(&mut e);
+            e
+        };
+        for (expr, text) in [
+            ("falco_text(())", "<NA>"),
+            (r#"falco_text("")"#, "<NA>"),
+            ("falco_text([])", "<NA>"),
+            (r#"falco_text("alice")"#, "alice"),
+            ("falco_text(201)", "201"),
+            ("falco_text(true)", "true"),
+            (r#"falco_text(["a", "b"])"#, "(a,b)"),
+            (r#"falco_text([#{ k: 1 }, "x"])"#, r#"({"k":1},x)"#),
+            (r#"falco_text(#{ a: "b" })"#, r#"{"a":"b"}"#),
+        ] {
+            assert_eq!(engine.eval::<String>(expr).unwrap(), text, "{expr}");
         }
     }
 
