@@ -606,6 +606,9 @@ fn build_engine(limits: &ScriptLimits) -> Engine {
         .set_max_call_levels(limits.max_call_levels)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
         .set_strict_variables(true)
+        // No string interning: with event data the cache stays full and every new string
+        // scanned all of it to evict one (a few % of evaluation time).
+        .set_max_strings_interned(0)
         .disable_symbol("eval");
     engine.on_print(|text| {
         let rule = FRAME.with(|f| f.borrow().rule.clone()).unwrap_or_default();
