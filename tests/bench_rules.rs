@@ -69,3 +69,27 @@ fn without_files_it_evaluates_the_built_in_mix() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    // `klaxon bench-rules … | head -1`: stdout closes before the table is written.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("klaxon"))
+        .args(["--config", &repo("config/klaxon.toml")])
+        .args([
+            "bench-rules",
+            "--scripts",
+            &repo("scripts"),
+            "--duration",
+            "0s",
+        ])
+        .args(["--events", "400", "--top", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
