@@ -1,26 +1,23 @@
 //! `klaxon bench-rules` as a user runs it: throughput next to decoding, and a per-rule cost
 //! table whose counts follow from the events given.
 
-use assert_cmd::cargo::cargo_bin_cmd;
-
 fn repo(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `klaxon --config … bench-rules --scripts scripts --duration 0s ARGS`: its stdout.
+/// `klaxon --config … bench-rules --scripts scripts --duration 0s ARGS`, not yet run.
+fn command(args: &[&str]) -> std::process::Command {
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin!("klaxon"));
+    cmd.args(["--config", &repo("config/klaxon.toml")])
+        .args(["bench-rules", "--scripts", &repo("scripts")])
+        .args(["--duration", "0s"])
+        .args(args);
+    cmd
+}
+
+/// The stdout of a successful `bench-rules` run.
 fn bench_rules(args: &[&str]) -> String {
-    let output = cargo_bin_cmd!("klaxon")
-        .args(["--config", &repo("config/klaxon.toml")])
-        .args([
-            "bench-rules",
-            "--scripts",
-            &repo("scripts"),
-            "--duration",
-            "0s",
-        ])
-        .args(args)
-        .output()
-        .unwrap();
+    let output = command(args).output().unwrap();
     assert!(output.status.success(), "{output:?}");
     String::from_utf8(output.stdout).unwrap()
 }
@@ -73,16 +70,7 @@ fn without_files_it_evaluates_the_built_in_mix() {
 #[test]
 fn a_reader_that_stops_early_is_not_an_error() {
     // `klaxon bench-rules … | head -1`: stdout closes before the table is written.
-    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin!("klaxon"))
-        .args(["--config", &repo("config/klaxon.toml")])
-        .args([
-            "bench-rules",
-            "--scripts",
-            &repo("scripts"),
-            "--duration",
-            "0s",
-        ])
-        .args(["--events", "400", "--top", "0"])
+    let mut child = command(&["--events", "400", "--top", "0"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
