@@ -48,6 +48,17 @@ fn repo_root() -> PathBuf {
 }
 
 /// Writes `text` to `dir/name`, creating parent directories, and returns the path.
+/// `klaxon --config NAME --scripts scripts check`, run in a new directory that holds one
+/// working script and the config file NAME with `text`.
+fn check_with_config(name: &str, text: &str) -> assert_cmd::assert::Assert {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
+    write(dir.path(), name, text);
+    klaxon_in(dir.path())
+        .args(["--config", name, "--scripts", "scripts", "check"])
+        .assert()
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::create_dir_all(path.parent().expect("file has a parent")).expect("create dir");
@@ -217,16 +228,7 @@ fn check_reports_every_broken_script() {
 
 #[test]
 fn check_reports_toml_syntax_error_with_path_and_line() {
-    let dir = TempDir::new().unwrap();
-    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
-    write(
-        dir.path(),
-        "bad.toml",
-        "cluster_name = \"x\"\n\n[server]\nlisten = \n",
-    );
-    klaxon_in(dir.path())
-        .args(["--config", "bad.toml", "--scripts", "scripts", "check"])
-        .assert()
+    check_with_config("bad.toml", "cluster_name = \"x\"\n\n[server]\nlisten = \n")
         .failure()
         .stdout(predicate::str::is_empty())
         .stderr(contains("error: bad.toml:4: "))
@@ -235,35 +237,23 @@ fn check_reports_toml_syntax_error_with_path_and_line() {
 
 #[test]
 fn check_reports_unknown_config_key_with_path_and_line() {
-    let dir = TempDir::new().unwrap();
-    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
-    write(
-        dir.path(),
+    check_with_config(
         "typo.toml",
         "cluster_name = \"x\"\n\n[server]\nmax_bdy_bytes = 1024\n",
-    );
-    klaxon_in(dir.path())
-        .args(["--config", "typo.toml", "--scripts", "scripts", "check"])
-        .assert()
-        .failure()
-        .stderr(contains("error: typo.toml:4: "))
-        .stderr(contains("unknown field `max_bdy_bytes`"))
-        .stderr(contains("max_body_bytes"))
-        .stderr(contains("1 problem found"));
+    )
+    .failure()
+    .stderr(contains("error: typo.toml:4: "))
+    .stderr(contains("unknown field `max_bdy_bytes`"))
+    .stderr(contains("max_body_bytes"))
+    .stderr(contains("1 problem found"));
 }
 
 #[test]
 fn check_reports_undefined_default_target_with_key_and_line() {
-    let dir = TempDir::new().unwrap();
-    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
-    write(
-        dir.path(),
+    check_with_config(
         "routing.toml",
         "cluster_name = \"x\"\n\n[routing]\ndefault_targets = [\"pager\"]\n\n[targets.console]\ntype = \"console\"\n",
-    );
-    klaxon_in(dir.path())
-        .args(["--config", "routing.toml", "--scripts", "scripts", "check"])
-        .assert()
+    )
         .failure()
         .stderr(contains(
             "error: routing.toml:4: routing.default_targets: no target named `pager` (defined: console)",
@@ -273,36 +263,24 @@ fn check_reports_undefined_default_target_with_key_and_line() {
 
 #[test]
 fn check_rejects_slack_target_without_url_or_fallback() {
-    let dir = TempDir::new().unwrap();
-    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
-    write(
-        dir.path(),
+    check_with_config(
         "slack.toml",
         "[routing]\ndefault_targets = [\"slack\"]\n\n[targets.slack]\ntype = \"slack\"\n",
-    );
-    klaxon_in(dir.path())
-        .args(["--config", "slack.toml", "--scripts", "scripts", "check"])
-        .assert()
-        .failure()
-        .stdout(predicate::str::is_empty())
-        .stderr(contains(
-            "error: slack.toml:4: targets.slack.webhook_url: webhook URL not set",
-        ))
-        .stderr(contains("1 problem found"));
+    )
+    .failure()
+    .stdout(predicate::str::is_empty())
+    .stderr(contains(
+        "error: slack.toml:4: targets.slack.webhook_url: webhook URL not set",
+    ))
+    .stderr(contains("1 problem found"));
 }
 
 #[test]
 fn check_locates_a_typo_inside_a_target_on_its_own_line() {
-    let dir = TempDir::new().unwrap();
-    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
-    write(
-        dir.path(),
+    check_with_config(
         "target.toml",
         "[routing]\ndefault_targets = [\"slack\"]\n\n[targets.slack]\ntype = \"slack\"\nwebhok_url = \"https://x\"\n",
-    );
-    klaxon_in(dir.path())
-        .args(["--config", "target.toml", "--scripts", "scripts", "check"])
-        .assert()
+    )
         .failure()
         .stderr(contains("error: target.toml:6: "))
         .stderr(contains("unknown field `webhok_url`"));
@@ -684,37 +662,25 @@ content_type = "application/json"
 
 #[test]
 fn target_keys_that_do_not_apply_are_refused_with_their_line() {
-    let dir = TempDir::new().unwrap();
-    write(dir.path(), "scripts/fires.rhai", FIRES_ON_CREATE);
-    write(
-        dir.path(),
+    check_with_config(
         "bad.toml",
         "[targets.hook]\ntype = \"http\"\nurl = \"https://x.example.com\"\nsmtp_host = \"smtp\"\n",
-    );
-    klaxon_in(dir.path())
-        .args(["--config", "bad.toml", "--scripts", "scripts", "check"])
-        .assert()
-        .failure()
-        .stderr(contains(
-            "error: bad.toml:4: targets.hook.smtp_host: does not apply to a http target",
-        ));
+    )
+    .failure()
+    .stderr(contains(
+        "error: bad.toml:4: targets.hook.smtp_host: does not apply to a http target",
+    ));
 }
 
 #[test]
 fn check_reports_unreadable_tls_files() {
-    let dir = TempDir::new().unwrap();
-    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
-    write(
-        dir.path(),
+    check_with_config(
         "tls.toml",
         "[server.tls]\ncert_file = \"missing.crt\"\nkey_file = \"missing.key\"\n",
-    );
-    klaxon_in(dir.path())
-        .args(["--config", "tls.toml", "--scripts", "scripts", "check"])
-        .assert()
-        .failure()
-        .stderr(contains("server.tls: "))
-        .stderr(contains("missing.crt"));
+    )
+    .failure()
+    .stderr(contains("server.tls: "))
+    .stderr(contains("missing.crt"));
 }
 
 #[test]
