@@ -91,9 +91,13 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
             .collect::<anyhow::Result<_>>()?
     };
     let mut events = Vec::new();
-    for (body, name) in bodies.iter().zip(names(args)) {
+    for (i, body) in bodies.iter().enumerate() {
         let decoded = audit::decode(body);
         if let Some(err) = decoded.errors.first() {
+            let name = args
+                .files
+                .get(i)
+                .map_or_else(|| "built-in mix".to_owned(), |f| f.display().to_string());
             eprintln!("{name}: skipped {} malformed: {err}", decoded.errors.len());
         }
         events.extend(decoded.events.into_iter().map(|e| {
@@ -102,14 +106,6 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
         }));
     }
     Ok(Corpus { bodies, events })
-}
-
-fn names(args: &Args) -> Vec<String> {
-    if args.files.is_empty() {
-        vec!["built-in mix".to_owned(); args.events.div_ceil(400)]
-    } else {
-        args.files.iter().map(|f| f.display().to_string()).collect()
-    }
 }
 
 /// The load generator's mix, in 400-event batches.
@@ -147,6 +143,12 @@ fn evaluate(
     duration: Duration,
 ) -> (u64, Duration, Vec<RuleCost>) {
     let mut costs = vec![RuleCost::default(); rules.rules().len()];
+    let position: std::collections::HashMap<&str, usize> = rules
+        .rules()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name(), i))
+        .collect();
     let started = Instant::now();
     let mut rounds = 0;
     while rounds == 0 || started.elapsed() < duration {
@@ -158,8 +160,8 @@ fn evaluate(
                 cost.nanos += run.nanos;
             }
             for alert in &evaluation.alerts {
-                if let Some(i) = rules.rules().iter().position(|r| r.name() == alert.rule) {
-                    costs[i].alerts += 1;
+                if let Some(i) = position.get(alert.rule.as_str()) {
+                    costs[*i].alerts += 1;
                 }
             }
         }

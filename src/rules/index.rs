@@ -153,15 +153,16 @@ impl RuleSet {
         self.0[rule / 64] |= 1 << (rule % 64);
     }
 
-    fn union_into(&self, out: &mut Self) {
-        for (o, w) in out.0.iter_mut().zip(&self.0) {
-            *o |= w;
-        }
-    }
-
     fn intersect_with(&mut self, other: &Self) {
         for (o, w) in self.0.iter_mut().zip(&other.0) {
             *o &= w;
+        }
+    }
+
+    /// Keeps the rules that are in `a` or in `b`.
+    fn intersect_with_union(&mut self, a: &Self, b: &Self) {
+        for ((o, x), y) in self.0.iter_mut().zip(&a.0).zip(&b.0) {
+            *o &= x | y;
         }
     }
 
@@ -209,13 +210,12 @@ impl Dimension {
         dim
     }
 
-    /// Narrows `candidates` to the rules that accept `value`.
+    /// Narrows `candidates` to the rules that accept `value` (no allocation: per event).
     fn narrow(&self, value: &str, candidates: &mut RuleSet) {
-        let mut accepted = self.any.clone();
-        if let Some(rules) = self.by_value.get(value) {
-            rules.union_into(&mut accepted);
+        match self.by_value.get(value) {
+            Some(rules) => candidates.intersect_with_union(&self.any, rules),
+            None => candidates.intersect_with(&self.any),
         }
-        candidates.intersect_with(&accepted);
     }
 }
 
