@@ -81,7 +81,7 @@ pub fn outbox_sizes(pending: u64, dead: u64) {
     gauge!("klaxon_outbox_dead_letters").set(dead as f64);
 }
 
-/// Runs of one rule, one per event.
+/// Runs of one rule, one per event it ran on (the rule index skips the others).
 pub fn rules_evaluated(rule: &str, events: usize) {
     counter!("klaxon_rule_evaluations_total", "rule" => rule.to_owned()).increment(events as u64);
 }
