@@ -225,11 +225,21 @@ fn match_declaration(ast: &AST, text: &str) -> Result<Option<Vec<RuleFilter>>, S
             Some(map) => RuleFilter::from_map(&map).map(|f| Some(vec![f])),
             None => Err(not_a_map()),
         },
-        None if text.contains(&format!("const {MATCH_CONST}")) => {
+        None if declares_match(text) => {
             Err("MATCH must be a top-level constant map of literals (strings and integers)".into())
         }
         None => Ok(None),
     }
+}
+
+/// Whether a line of `text` declares `const MATCH = …` (not `const MATCHES`, say).
+fn declares_match(text: &str) -> bool {
+    text.lines().any(|line| {
+        line.trim_start()
+            .strip_prefix("const ")
+            .and_then(|rest| rest.trim_start().strip_prefix(MATCH_CONST))
+            .is_some_and(|rest| rest.trim_start().starts_with('='))
+    })
 }
 
 fn not_a_map() -> String {
