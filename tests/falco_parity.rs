@@ -336,32 +336,33 @@ fn every_falco_rule_has_one_script_titled_after_it() {
     }
 }
 
-/// The pack's scripts with `find` replaced by `replace` in every script that has it.
-fn pack_with(find: &str, replace: &str) -> (Ruleset, Vec<String>) {
+/// The pack with every rule that is off by default switched on by its setting (the scripts
+/// whose `MATCH` names a `setting`), and the names of those scripts.
+fn pack_with_disabled_rules_on() -> (Ruleset, Vec<String>) {
     let dir = manifest_path("examples/rules/falco");
-    let mut changed = Vec::new();
-    let sources = klaxon::rules::ScriptSource::read_dirs(std::slice::from_ref(&dir))
-        .expect("pack is readable")
-        .into_iter()
-        .map(|mut s| {
-            if s.text.contains(find) {
-                s.text = s.text.replace(find, replace);
-                changed.push(s.name.clone());
-            }
-            s
-        })
-        .collect();
-    let ruleset = Ruleset::compile_with_modules(sources, &[dir], &ScriptLimits::default(), "test")
-        .unwrap_or_else(|e| panic!("the modified pack does not compile:\n{e}"));
-    changed.sort();
-    (ruleset, changed)
+    let mut switched: Vec<String> =
+        klaxon::rules::ScriptSource::read_dirs(std::slice::from_ref(&dir))
+            .expect("pack is readable")
+            .into_iter()
+            .filter(|s| s.text.contains(&format!("setting: \"falco_{}\"", s.name)))
+            .map(|s| s.name)
+            .collect();
+    switched.sort();
+    let mut pack = load_pack();
+    pack.set_settings(
+        &switched
+            .iter()
+            .map(|name| (format!("falco_{name}"), serde_json::json!(true)))
+            .collect(),
+    );
+    (pack, switched)
 }
 
 #[test]
-fn disabled_rules_are_off_only_because_of_their_guard() {
-    let (enabled, changed) = pack_with("const ENABLED = false;", "const ENABLED = true;");
+fn disabled_rules_are_off_only_because_of_their_switch() {
+    let (enabled, switched) = pack_with_disabled_rules_on();
     assert_eq!(
-        changed,
+        switched,
         [
             "all_k8s_audit_events",
             "create_disallowed_pod",
@@ -612,7 +613,7 @@ fn pod(spec: serde_json::Value) -> serde_json::Value {
 #[test]
 fn synthetic_events_exercise_every_rule_body() {
     use serde_json::json;
-    let (pack, _) = pack_with("const ENABLED = false;", "const ENABLED = true;");
+    let (pack, _) = pack_with_disabled_rules_on();
     let rules = json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]});
     let binding = json!({"roleRef": {"kind": "Role", "name": "reader"},
         "subjects": [{"kind": "User", "name": "bob"}]});

@@ -15,12 +15,19 @@ fn repo(path: &str) -> PathBuf {
 
 const PACKS: [&str; 2] = ["scripts", "examples/rules/falco"];
 
-/// The shipped scripts and the Falco pack, with the rules Falco disables switched on so
-/// their declarations are checked too.
-fn all_rules() -> Ruleset {
+/// The shipped scripts and the Falco pack, with `settings`.
+fn all_rules(settings: &Settings) -> Ruleset {
     let dirs: Vec<PathBuf> = PACKS.iter().map(|d| repo(d)).collect();
     let mut rules = Ruleset::load(&dirs, &ScriptLimits::default(), "test").unwrap();
-    let settings = [
+    rules.set_settings(settings);
+    rules
+}
+
+type Settings = std::collections::BTreeMap<String, Value>;
+
+/// Settings that switch on the Falco rules that are off by default.
+fn disabled_rules_on() -> Settings {
+    [
         "falco_all_k8s_audit_events",
         "falco_create_disallowed_pod",
         "falco_full_k8s_administrative_access",
@@ -29,9 +36,7 @@ fn all_rules() -> Ruleset {
     ]
     .into_iter()
     .map(|k| (k.to_owned(), json!(true)))
-    .collect();
-    rules.set_settings(&settings);
-    rules
+    .collect()
 }
 
 /// What must be equal: alerts (with everything in them) and errors, in order.
@@ -48,9 +53,13 @@ fn outcome(eval: &Evaluation) -> (Vec<String>, Vec<String>) {
 /// Runs `events` through two rule sets with their own state, one indexed and one running
 /// every script, on the event clock; returns (events, rules run indexed, rules run in all,
 /// alerts).
-fn compare(events: impl IntoIterator<Item = Event>, label: &str) -> (usize, usize, usize, usize) {
-    let indexed = all_rules();
-    let every = all_rules();
+fn compare(
+    events: impl IntoIterator<Item = Event>,
+    label: &str,
+    settings: &Settings,
+) -> (usize, usize, usize, usize) {
+    let indexed = all_rules(settings);
+    let every = all_rules(settings);
     let (mut n, mut ran_indexed, mut ran_every, mut alerts) = (0, 0, 0, 0);
     for event in events {
         let now = klaxon::pipeline::parse_time_ms(event.time()).unwrap_or(0);
@@ -73,7 +82,7 @@ fn compare(events: impl IntoIterator<Item = Event>, label: &str) -> (usize, usiz
 
 #[test]
 fn every_shipped_and_falco_script_declares_what_it_matches() {
-    let rules = all_rules();
+    let rules = all_rules(&Settings::new());
     let undeclared: Vec<&str> = rules
         .rules()
         .iter()
@@ -101,13 +110,21 @@ fn the_index_changes_nothing_on_every_fixture() {
     for file in &files {
         events.extend(decode(&std::fs::read(file).unwrap()).events);
     }
-    let (n, indexed, every, alerts) = compare(events, "fixtures");
+    // With the rules that are off by default switched on, and with the defaults (the index
+    // then never runs them).
+    let (n, indexed, every, alerts) = compare(events.clone(), "fixtures", &disabled_rules_on());
     eprintln!(
         "{} files, {n} events: {indexed} script runs with the index, {every} without; {alerts} alerts",
         files.len()
     );
     assert!(n > 60 && alerts > 40, "{n} events, {alerts} alerts");
     assert!(indexed * 5 < every, "{indexed} vs {every}");
+    let (_, indexed_off, _, alerts_off) = compare(events, "fixtures, defaults", &Settings::new());
+    assert!(
+        alerts_off > 40 && alerts_off < alerts,
+        "{alerts_off} vs {alerts}"
+    );
+    assert!(indexed_off < indexed, "{indexed_off} vs {indexed}");
 }
 
 #[test]
@@ -118,7 +135,11 @@ fn the_index_changes_nothing_on_100000_generated_events() {
         let lines: Vec<String> = (0..1000).map(|_| corpus.event().to_string()).collect();
         let decoded = decode(lines.join("\n").as_bytes());
         assert!(decoded.errors.is_empty(), "{:?}", decoded.errors);
-        let (n, i, e, a) = compare(decoded.events, &format!("chunk {chunk}"));
+        let (n, i, e, a) = compare(
+            decoded.events,
+            &format!("chunk {chunk}"),
+            &disabled_rules_on(),
+        );
         totals = (totals.0 + n, totals.1 + i, totals.2 + e, totals.3 + a);
     }
     let (n, indexed, every, alerts) = totals;
@@ -156,6 +177,11 @@ fn a_bad_declaration_fails_the_load_naming_the_script() {
             "bad_alternative",
             "const MATCH = [#{ verb: \"get\" }, #{ groups: \"x\" }]; let x = 1;",
             "unknown key `groups`",
+        ),
+        (
+            "bad_switch",
+            "const MATCH = #{ setting: true }; let x = 1;",
+            "`setting` takes a string",
         ),
     ] {
         let sub = dir.path().join(name);

@@ -309,6 +309,8 @@ fn string_map(field: &str, value: Dynamic) -> Result<BTreeMap<String, String>, S
         .map(|(k, v)| {
             let text = if v.is_unit() {
                 String::new()
+            } else if v.is_string() {
+                v.into_string().unwrap_or_default()
             } else {
                 scalar_text(&format!("{field}.{k}"), v)?
             };

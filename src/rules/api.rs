@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, Map, NativeCallContext};
 use serde_json::Value;
 
 use crate::audit::{Event, ObjectReference, Status, UserInfo};
@@ -249,6 +249,57 @@ pub fn register(engine: &mut Engine) {
     register_pod_helpers(engine);
     register_rbac_helpers(engine);
     register_text_helpers(engine);
+    register_string_membership(engine);
+}
+
+/// `text in array` with a string on the left, as Rhai's own `in` decides it, without a
+/// function call per item for the items that are strings (Falco's lists are arrays of
+/// strings; Rhai's version calls `==` through the function table for each item).
+fn register_string_membership(engine: &mut Engine) {
+    engine.register_fn(
+        "contains",
+        |ctx: NativeCallContext, array: &mut Array, value: ImmutableString| {
+            string_in_array(&ctx, array, value)
+        },
+    );
+}
+
+fn string_in_array(
+    ctx: &NativeCallContext,
+    array: &mut Array,
+    value: ImmutableString,
+) -> Result<bool, Box<EvalAltResult>> {
+    for item in array.iter_mut() {
+        let text = item
+            .read_lock::<ImmutableString>()
+            .map(|text| *text == value);
+        let equal = match text {
+            Some(equal) => equal,
+            // Anything else (a char, a custom type with its own `==`): Rhai's comparison.
+            None => other_equals(ctx, item, &value)?,
+        };
+        if equal {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `item == value` through Rhai's function table; false when no `==` exists for the two
+/// (different) types, as Rhai's own `in` decides.
+fn other_equals(
+    ctx: &NativeCallContext,
+    item: &mut Dynamic,
+    value: &ImmutableString,
+) -> Result<bool, Box<EvalAltResult>> {
+    let mut value = Dynamic::from(value.clone());
+    match ctx.call_native_fn_raw(rhai::OP_EQUALS, true, &mut [item, &mut value]) {
+        Ok(result) => Ok(result.as_bool().unwrap_or(false)),
+        Err(err) if matches!(&*err, EvalAltResult::ErrorFunctionNotFound(sig, ..) if sig.starts_with(rhai::OP_EQUALS)) => {
+            Ok(false)
+        }
+        Err(err) => Err(err),
+    }
 }
 
 fn register_event(engine: &mut Engine) {
@@ -605,6 +656,22 @@ pub fn is_system_user(username: &str) -> bool {
 
 /// Glob match where `*` matches any run of characters and `?` any one character.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
+    // The common shapes without allocating: a literal, `prefix*`, `*suffix`.
+    let wild = |s: &str| s.contains(['*', '?']);
+    if !wild(pattern) {
+        return pattern == text;
+    }
+    if let Some(prefix) = pattern.strip_suffix('*').filter(|p| !wild(p)) {
+        return text.starts_with(prefix);
+    }
+    if let Some(suffix) = pattern.strip_prefix('*').filter(|s| !wild(s)) {
+        return text.ends_with(suffix);
+    }
+    glob_match_chars(pattern, text)
+}
+
+/// Any glob, char by char, with backtracking on the last `*`.
+fn glob_match_chars(pattern: &str, text: &str) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let (mut pi, mut ti) = (0, 0);
@@ -638,7 +705,11 @@ fn register_text_helpers(engine: &mut Engine) {
         // One overload per type: a `Dynamic` parameter makes Rhai search for the function on
         // every call.
         .register_fn("falco_text", |value: ImmutableString| {
-            falco_text(&value.into())
+            // The string itself (shared, not copied), `<NA>` when empty.
+            match value.is_empty() {
+                true => ImmutableString::from("<NA>"),
+                false => value,
+            }
         })
         .register_fn("falco_text", |value: Array| falco_text(&value.into()))
         .register_fn("falco_text", |value: Map| falco_text(&value.into()))
@@ -679,6 +750,49 @@ mod tests {
         assert!(!glob_match("kube-*", "default"));
         assert!(!glob_match("a?c", "ac"));
         assert!(glob_match("*a*b*", "xxaybzb"));
+    }
+
+    #[test]
+    fn glob_shortcuts_decide_as_the_general_matcher() {
+        let patterns = [
+            "",
+            "*",
+            "**",
+            "?",
+            "a",
+            "ab",
+            "a*",
+            "*a",
+            "a*b",
+            "*a*",
+            "a?",
+            "?a",
+            "é*",
+            "*é",
+            "system:*",
+            "*:anonymous",
+            "system:serviceaccount:*:*",
+        ];
+        let texts = [
+            "",
+            "a",
+            "ab",
+            "ba",
+            "aab",
+            "é",
+            "éa",
+            "aé",
+            "system:anonymous",
+            "system:",
+            "system:serviceaccount:kube-system:default",
+            "*",
+            "a*",
+        ];
+        for p in patterns {
+            for t in texts {
+                assert_eq!(glob_match(p, t), glob_match_chars(p, t), "{p:?} on {t:?}");
+            }
+        }
     }
 
     #[test]

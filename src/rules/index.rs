@@ -5,15 +5,16 @@
 //! no state) on an event outside it. Keys: `stage`, `verb`, `resource`, `subresource`
 //! (`""` is none), `code` (response codes), each one value or an array of values (any of
 //! them); `username` (globs, one must match), `not_username` (globs, none may match) and
-//! `group` (globs, one of the user's groups must match one). Every key given must hold.
+//! `group` (globs, one of the user's groups must match one); `setting` (the name of a
+//! `[scripts.settings]` switch: unless it is set to something other than `false`, the
+//! script is off and never runs). Every key given must hold.
 //! `MATCH` may also be an array of such maps: the script runs when any of them holds. A
 //! script without a declaration runs on every event.
 //!
 //! Owns the parsing of declarations and the candidate lookup; calls `api::glob_match`.
 
-use std::collections::HashMap;
-
 use rhai::{Array, Dynamic, Map};
+use rustc_hash::FxHashMap;
 
 use super::api::glob_match;
 use crate::audit::Event;
@@ -22,7 +23,7 @@ use crate::audit::Event;
 pub const MATCH_CONST: &str = "MATCH";
 
 /// The keys a `MATCH` declaration may have.
-pub const MATCH_KEYS: [&str; 8] = [
+pub const MATCH_KEYS: [&str; 9] = [
     "stage",
     "verb",
     "resource",
@@ -31,6 +32,7 @@ pub const MATCH_KEYS: [&str; 8] = [
     "username",
     "not_username",
     "group",
+    "setting",
 ];
 
 /// What one script declares it can match; `None` / empty means unconstrained.
@@ -52,6 +54,8 @@ pub struct RuleFilter {
     pub not_username: Vec<String>,
     /// Group globs of which one must match one of the user's groups.
     pub group: Vec<String>,
+    /// The `[scripts.settings]` switch that turns the script on (absent or `false`: off).
+    pub setting: Option<String>,
 }
 
 impl RuleFilter {
@@ -68,6 +72,7 @@ impl RuleFilter {
                 "username" => filter.username = strings(key, value)?,
                 "not_username" => filter.not_username = strings(key, value)?,
                 "group" => filter.group = strings(key, value)?,
+                "setting" => filter.setting = Some(string(key, value)?),
                 other => {
                     return Err(format!(
                         "MATCH: unknown key `{other}` (one of {})",
@@ -117,6 +122,14 @@ fn items(value: &Dynamic) -> Array {
         Some(items) => items,
         None => vec![value.clone()],
     }
+}
+
+fn string(key: &str, value: &Dynamic) -> Result<String, String> {
+    value
+        .clone()
+        .into_immutable_string()
+        .map(|s| s.to_string())
+        .map_err(|ty| format!("MATCH: `{key}` takes a string, not {ty}"))
 }
 
 fn strings(key: &str, value: &Dynamic) -> Result<Vec<String>, String> {
@@ -181,17 +194,19 @@ impl RuleSet {
 }
 
 /// One keyed dimension (stage, verb, resource, subresource): the rules that accept each
-/// value, and those that accept any.
+/// value, and those that accept any. Fx hashing: four lookups per event, in a map built
+/// from the scripts that events never grow (SipHash's flood resistance buys nothing here,
+/// and it was most of the index's cost).
 #[derive(Debug)]
 struct Dimension {
-    by_value: HashMap<String, RuleSet>,
+    by_value: FxHashMap<String, RuleSet>,
     any: RuleSet,
 }
 
 impl Dimension {
     fn build(filters: &[Option<RuleFilter>], pick: fn(&RuleFilter) -> Option<&[String]>) -> Self {
         let mut dim = Self {
-            by_value: HashMap::new(),
+            by_value: FxHashMap::default(),
             any: RuleSet::empty(filters.len()),
         };
         for (rule, filter) in filters.iter().enumerate() {
@@ -226,6 +241,8 @@ impl Dimension {
 pub struct RuleIndex {
     /// (rule position, alternative; `None`: every event).
     entries: Vec<(usize, Option<RuleFilter>)>,
+    /// The entries whose `setting` switch is on (or that have none).
+    enabled: RuleSet,
     stage: Dimension,
     verb: Dimension,
     resource: Dimension,
@@ -245,18 +262,40 @@ impl RuleIndex {
             })
             .collect();
         let filters: Vec<Option<RuleFilter>> = entries.iter().map(|(_, f)| f.clone()).collect();
-        Self {
+        let mut index = Self {
+            enabled: RuleSet::empty(entries.len()),
             stage: Dimension::build(&filters, |f| f.stage.as_deref()),
             verb: Dimension::build(&filters, |f| f.verb.as_deref()),
             resource: Dimension::build(&filters, |f| f.resource.as_deref()),
             subresource: Dimension::build(&filters, |f| f.subresource.as_deref()),
             entries,
+        };
+        index.apply_settings(&Map::new());
+        index
+    }
+
+    /// Switches the rules with a `setting` key on or off by `settings`: a rule is off while
+    /// its switch is absent or `false` (any other value leaves it on, so the script's own
+    /// check of the value runs and reports a wrongly typed one).
+    pub fn apply_settings(&mut self, settings: &Map) {
+        let mut enabled = RuleSet::empty(self.entries.len());
+        for (entry, (_, filter)) in self.entries.iter().enumerate() {
+            let switch = filter.as_ref().and_then(|f| f.setting.as_deref());
+            let on = switch.is_none_or(|name| {
+                settings
+                    .get(name)
+                    .is_some_and(|value| value.as_bool().unwrap_or(true))
+            });
+            if on {
+                enabled.insert(entry);
+            }
         }
+        self.enabled = enabled;
     }
 
     /// The positions of the rules that may match `event`, in rule order.
     pub fn candidates(&self, event: &Event) -> Vec<usize> {
-        let mut set = RuleSet(vec![u64::MAX; self.entries.len().div_ceil(64)]);
+        let mut set = self.enabled.clone();
         let object = event.object_ref.as_ref();
         self.stage.narrow(&event.stage, &mut set);
         self.verb.narrow(&event.verb, &mut set);
@@ -382,7 +421,27 @@ mod tests {
         assert!(bad(r#"#{ verbs: "get" }"#).contains("unknown key `verbs`"));
         assert!(bad(r#"#{ verb: 1 }"#).contains("`verb` takes strings"));
         assert!(bad(r#"#{ code: "401" }"#).contains("`code` takes integers"));
+        assert!(bad(r#"#{ setting: ["a"] }"#).contains("`setting` takes a string"));
         let f = filter(r#"#{ subresource: "" }"#);
         assert!(f.admits(&event("ResponseComplete", "get", "pods", "u", 200)));
+    }
+
+    #[test]
+    fn a_switched_rule_runs_unless_its_setting_is_absent_or_false() {
+        let mut index = RuleIndex::new(vec![
+            Some(vec![filter(r#"#{ verb: "get", setting: "on" }"#)]),
+            None,
+        ]);
+        let get = event("ResponseComplete", "get", "pods", "u", 200);
+        assert_eq!(index.candidates(&get), [1], "absent: off");
+        for (value, expected) in [
+            (Dynamic::FALSE, vec![1]),
+            (Dynamic::TRUE, vec![0, 1]),
+            // A wrongly typed switch runs the script, whose own check reports it.
+            (Dynamic::from("yes"), vec![0, 1]),
+        ] {
+            index.apply_settings(&Map::from([("on".into(), value)]));
+            assert_eq!(index.candidates(&get), expected);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use rhai::{AST, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
+use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
 use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertContext, AlertSpec};
@@ -422,6 +422,7 @@ impl Ruleset {
                 .map(|(k, v)| (k.as_str().into(), api::json_to_dynamic(v)))
                 .collect(),
         );
+        self.index.apply_settings(&self.settings);
     }
 
     /// Keeps the stateful helpers' memory of `previous` (on reload).
@@ -647,6 +648,7 @@ fn build_engine(limits: &ScriptLimits) -> Engine {
     engine.register_fn("count_over", count_over);
     engine.register_fn("first_seen", first_seen);
     engine.register_fn("setting", setting);
+    engine.register_fn("setting_list", setting_list);
     api::register(&mut engine);
     engine
 }
@@ -703,6 +705,40 @@ fn setting(name: &str, default: Dynamic) -> Dynamic {
             .and_then(|s| s.get(name).cloned())
             .unwrap_or(default)
     })
+}
+
+/// `setting_list(name, defaults)`: `defaults` followed by the strings of the setting `name`
+/// (an array of strings), or `defaults` alone when it is not set.
+fn setting_list(
+    ctx: NativeCallContext,
+    name: &str,
+    defaults: Array,
+) -> Result<Array, Box<EvalAltResult>> {
+    let extra = FRAME.with(|f| {
+        f.borrow()
+            .settings
+            .as_ref()
+            .and_then(|s| s.get(name).cloned())
+    });
+    let Some(extra) = extra else {
+        return Ok(defaults);
+    };
+    let wrong = |what: String| {
+        EvalAltResult::ErrorRuntime(
+            format!("setting {name} must be an array of strings, not {what}").into(),
+            ctx.call_position(),
+        )
+    };
+    let type_name = extra.type_name();
+    let items = extra
+        .try_cast::<Array>()
+        .ok_or_else(|| wrong(type_name.to_owned()))?;
+    if let Some(item) = items.iter().find(|item| !item.is_string()) {
+        return Err(wrong(format!("an array holding {}", item.type_name())).into());
+    }
+    let mut list = defaults;
+    list.extend(items);
+    Ok(list)
 }
 
 /// `alert(#{…})`: validates the map and records it for the current rule.
