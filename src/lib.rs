@@ -13,4 +13,5 @@ pub mod outbox;
 pub mod pipeline;
 pub mod rules;
 pub mod server;
+pub mod state;
 pub mod telemetry;

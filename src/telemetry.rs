@@ -121,3 +121,19 @@ pub fn alert_outcome(rule: &str, outcome: &'static str) {
 pub fn event_dedup_entries(count: usize) {
     gauge!("klaxon_event_dedup_entries").set(count as f64);
 }
+
+/// Whether the shared state (Redis) answered the last call.
+pub fn state_backend_up(up: bool) {
+    gauge!("klaxon_state_backend_up").set(if up { 1.0 } else { 0.0 });
+}
+
+/// Outages of the shared state (each logged once, when it starts).
+pub fn state_backend_outage() {
+    counter!("klaxon_state_backend_outages_total").increment(1);
+}
+
+/// Failed calls to the shared state, by operation (claim, confirm, release, dedup, ping);
+/// each fell back to this replica's state.
+pub fn state_backend_error(operation: &'static str) {
+    counter!("klaxon_state_backend_errors_total", "operation" => operation).increment(1);
+}

@@ -727,3 +727,41 @@ fn scripts_read_settings_from_the_config() {
         .success()
         .stdout(contains(r#""title":"gated x""#));
 }
+
+#[test]
+fn check_reports_a_bad_shared_state_config_with_key_and_line() {
+    check_with_config(
+        "state.toml",
+        "[state]\nbackend = \"redis\"\nredis_url = \"redis://:hunter2@redis:6379/0\"\nkey_prefix = \"\"\n",
+    )
+    .failure()
+    .stderr(contains(
+        "error: state.toml:3: state.redis_url: holds a password: give it as redis_password_env or redis_password_file",
+    ))
+    .stderr(contains("error: state.toml:4: state.key_prefix: must not be empty"))
+    .stderr(contains("hunter2").not())
+    .stderr(contains("2 problems found"));
+    check_with_config("backend.toml", "[state]\nbackend = \"etcd\"\n")
+        .failure()
+        .stderr(contains("error: backend.toml:2: "))
+        .stderr(contains(
+            "unknown variant `etcd`, expected `memory` or `redis`",
+        ));
+    check_with_config(
+        "scheme.toml",
+        "[state]\nbackend = \"redis\"\nredis_url = \"http://redis:6379\"\n",
+    )
+    .failure()
+    .stderr(contains(
+        "state.redis_url: must be redis:// or rediss://, not http://",
+    ));
+}
+
+#[test]
+fn check_accepts_a_redis_backend_without_reaching_it() {
+    check_with_config(
+        "redis.toml",
+        "[state]\nbackend = \"redis\"\nredis_url = \"rediss://redis.example:6380/1\"\nredis_password_env = \"NOT_SET_ANYWHERE\"\n",
+    )
+    .success();
+}

@@ -51,6 +51,7 @@ fn config(slack_url: &str, max_body_bytes: usize, data: &TempDir) -> Config {
         drain_timeout: Duration::from_secs(10),
         outbox_path: data.path().to_path_buf(),
         server: ServerSettings::default(),
+        state: Default::default(),
     }
 }
 

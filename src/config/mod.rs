@@ -18,7 +18,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 
 pub use raw::{
     RawAuth, RawConfig, RawDelivery, RawEventDedup, RawOutbox, RawRouting, RawRulePolicy,
-    RawScripts, RawServer, RawSilence, RawTarget, RawTls, TargetType,
+    RawScripts, RawServer, RawSilence, RawState, RawTarget, RawTls, StateBackend, TargetType,
 };
 
 use crate::notify::{DeliveryPolicy, Target, Targets};
@@ -26,6 +26,7 @@ use crate::pipeline::{PipelineSettings, RulePolicy, Silence, parse_time_ms};
 use crate::rules::ScriptLimits;
 use crate::server::auth::AuthSettings;
 use crate::server::tls::{ClientAuth, TlsSettings};
+use crate::state::{RedisSettings, StateSettings};
 
 /// The config file used when `--config` is not given, if it exists.
 pub const DEFAULT_PATH: &str = "config/klaxon.toml";
@@ -59,6 +60,8 @@ pub struct Config {
     pub outbox_path: PathBuf,
     /// How the webhook takes connections and load.
     pub server: ServerSettings,
+    /// Where the state shared by replicas lives.
+    pub state: StateSettings,
 }
 
 /// How the webhook takes connections, credentials and load.
@@ -264,6 +267,7 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
     }
     let targets = validate_targets(&raw, &mut problem);
     let server = validate_server(&raw, &mut problem);
+    let state = validate_state(&raw.state, &mut problem);
     let known = |name: &str| raw.targets.contains_key(name);
     let defined = || raw.targets.keys().cloned().collect::<Vec<_>>().join(", ");
     if raw.routing.default_targets.is_empty() {
@@ -367,6 +371,52 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
         drain_timeout: d.drain_timeout,
         outbox_path: raw.outbox.path,
         server,
+        state,
+    })
+}
+
+/// `[state]`: the backend, and for Redis a URL without a password in it.
+fn validate_state(raw: &RawState, problem: &mut impl FnMut(&str, String)) -> StateSettings {
+    let password = targets::read_secret(
+        "state.redis_password",
+        &raw.redis_password,
+        &raw.redis_password_env,
+        &raw.redis_password_file,
+    )
+    .unwrap_or_else(|(key, message)| {
+        problem(key, message);
+        None
+    });
+    if raw.backend == StateBackend::Memory {
+        return StateSettings::Memory;
+    }
+    match url::Url::parse(&raw.redis_url) {
+        Ok(u) if u.scheme() != "redis" && u.scheme() != "rediss" => problem(
+            "state.redis_url",
+            format!("must be redis:// or rediss://, not {}://", u.scheme()),
+        ),
+        Ok(u) if u.password().is_some() => problem(
+            "state.redis_url",
+            "holds a password: give it as redis_password_env or redis_password_file".to_owned(),
+        ),
+        Ok(_) => {}
+        Err(e) => problem("state.redis_url", format!("not a URL: {e}")),
+    }
+    if raw.key_prefix.is_empty() {
+        problem(
+            "state.key_prefix",
+            "must not be empty (replicas of one deployment share it)".to_owned(),
+        );
+    }
+    if raw.timeout.is_zero() {
+        problem("state.timeout", "must be greater than 0".to_owned());
+    }
+    StateSettings::Redis(RedisSettings {
+        url: raw.redis_url.clone(),
+        password,
+        ca_file: raw.redis_ca_file.clone(),
+        key_prefix: raw.key_prefix.clone(),
+        timeout: raw.timeout,
     })
 }
 

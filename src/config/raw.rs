@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub scripts: RawScripts,
     /// `[event_dedup]`.
     pub event_dedup: RawEventDedup,
+    /// `[state]`.
+    pub state: RawState,
     /// `[outbox]`.
     pub outbox: RawOutbox,
     /// `[delivery]`.
@@ -136,6 +138,59 @@ impl Default for RawEventDedup {
         Self {
             window: Duration::from_secs(600),
             max_entries: 1_000_000,
+        }
+    }
+}
+
+/// Where the state shared by replicas lives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateBackend {
+    /// In the process (one replica).
+    #[default]
+    Memory,
+    /// In a Redis server shared by the replicas.
+    Redis,
+}
+
+/// `[state]` as written. The password: `redis_password`, `…_env` or `…_file`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawState {
+    /// `memory` or `redis`.
+    pub backend: StateBackend,
+    /// `redis://host:port/db` or `rediss://…`.
+    pub redis_url: String,
+    /// The password, as the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password: Option<String>,
+    /// The password, from this environment variable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password_env: Option<String>,
+    /// The password, from this file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM CA bundle for a `rediss://` server with a private CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// Prefix of every key.
+    pub key_prefix: String,
+    /// Longest a batch waits for Redis before deciding with local state.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl Default for RawState {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::Memory,
+            redis_url: "redis://127.0.0.1:6379/0".to_owned(),
+            redis_password: None,
+            redis_password_env: None,
+            redis_password_file: None,
+            redis_ca_file: None,
+            key_prefix: "klaxon:".to_owned(),
+            timeout: Duration::from_millis(500),
         }
     }
 }
@@ -384,6 +439,7 @@ impl Default for RawConfig {
             server: RawServer::default(),
             scripts: RawScripts::default(),
             event_dedup: RawEventDedup::default(),
+            state: RawState::default(),
             outbox: RawOutbox::default(),
             delivery: RawDelivery::default(),
             routing: RawRouting::default(),

@@ -20,6 +20,7 @@ pub use replay::{Replay, Report, RuleTally, TargetTally, TimedNotice};
 
 use crate::notify::{Target, Targets};
 use crate::rules::{Alert, Severity};
+use crate::state::SharedDedup;
 use crate::telemetry;
 
 /// Dedup keys kept at most; past it the oldest windows are forgotten first.
@@ -52,6 +53,60 @@ impl Outcome {
             Outcome::Deduplicated => "deduplicated",
             Outcome::Silenced => "silenced",
             Outcome::Folded => "folded",
+        }
+    }
+}
+
+/// What the shared store decided for one alert.
+#[derive(Debug, Clone, Copy)]
+enum SharedDecision {
+    /// Silenced: not sent to the store.
+    NotAsked,
+    /// Inside its window on some replica.
+    Duplicate,
+    /// First in its window, with the previous window's suppressed count.
+    Admit(u64),
+}
+
+fn silenced(settings: &PipelineSettings, alert: &Alert, now_ms: i64) -> bool {
+    settings
+        .silences
+        .iter()
+        .any(|s| now_ms < s.ends_at_ms && s.matcher.matches(alert))
+}
+
+/// The dedup key of an alert: its rule and its (filled-in) dedup key.
+fn dedup_key(alert: &Alert) -> String {
+    format!("{}\u{1f}{}", alert.rule, alert.dedup_key)
+}
+
+/// This replica's dedup: `None` inside the key's window (counted), else the suppressed
+/// count of the window that ended, and the key's window restarts.
+fn local_dedup(state: &mut State, key: String, window: i64, now_ms: i64) -> Option<u64> {
+    match state.dedup.get_mut(&key) {
+        Some(entry) if now_ms < entry.window_start.saturating_add(entry.window) => {
+            entry.suppressed += 1;
+            None
+        }
+        Some(entry) => {
+            let suppressed = entry.suppressed;
+            *entry = DedupEntry {
+                window_start: now_ms,
+                window,
+                suppressed: 0,
+            };
+            Some(suppressed)
+        }
+        None => {
+            state.dedup.insert(
+                key,
+                DedupEntry {
+                    window_start: now_ms,
+                    window,
+                    suppressed: 0,
+                },
+            );
+            Some(0)
         }
     }
 }
@@ -102,6 +157,8 @@ pub struct Pipeline {
     settings: ArcSwap<PipelineSettings>,
     targets: Arc<Targets>,
     state: Mutex<State>,
+    /// Dedup shared with other replicas; its decisions win while it answers.
+    shared: Option<Arc<dyn SharedDedup>>,
 }
 
 impl Pipeline {
@@ -111,7 +168,15 @@ impl Pipeline {
             settings: ArcSwap::from_pointee(settings),
             targets,
             state: Mutex::new(State::default()),
+            shared: None,
         }
+    }
+
+    /// Decides dedup with `shared` (the state of all replicas) while it answers, and with
+    /// this pipeline's own state when it does not (fail open).
+    pub fn with_shared(mut self, shared: Arc<dyn SharedDedup>) -> Self {
+        self.shared = Some(shared);
+        self
     }
 
     /// Replaces routes, silences and policies (hot reload); dedup and budget state stay.
@@ -121,15 +186,17 @@ impl Pipeline {
 
     /// Admits `alerts` at `now_ms` (milliseconds since the Unix epoch), after emitting any
     /// budget digest whose window has ended by then.
-    pub fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Admission {
+    pub fn admit(&self, mut alerts: Vec<Alert>, now_ms: i64) -> Admission {
+        alerts.iter_mut().for_each(fill_keys);
+        let shared = self.shared_decisions(&alerts, now_ms);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Admission {
             deliveries: self.due_digests_locked(&mut state, now_ms),
             outcomes: Vec::with_capacity(alerts.len()),
         };
-        for mut alert in alerts {
-            fill_keys(&mut alert);
-            let outcome = self.decide(&mut state, &mut alert, now_ms);
+        for (i, mut alert) in alerts.into_iter().enumerate() {
+            let shared = shared.as_ref().map(|decisions| decisions[i]);
+            let outcome = self.decide(&mut state, &mut alert, shared, now_ms);
             telemetry::alert_outcome(&alert.rule, outcome.as_str());
             if outcome == Outcome::Admitted {
                 let deliveries = self.route(&alert);
@@ -164,41 +231,55 @@ impl Pipeline {
         self.due_digests(i64::MAX)
     }
 
-    fn decide(&self, state: &mut State, alert: &mut Alert, now_ms: i64) -> Outcome {
+    /// The shared store's dedup decision for each alert (`None` for a silenced one, which
+    /// never reaches dedup), or `None` when there is no shared store or it did not answer.
+    fn shared_decisions(&self, alerts: &[Alert], now_ms: i64) -> Option<Vec<SharedDecision>> {
+        let shared = self.shared.as_ref()?;
         let settings = self.settings.load();
-        if settings
-            .silences
-            .iter()
-            .any(|s| now_ms < s.ends_at_ms && s.matcher.matches(alert))
-        {
+        let mut positions = Vec::new();
+        let mut keys = Vec::new();
+        for (i, alert) in alerts.iter().enumerate() {
+            if !silenced(&settings, alert, now_ms) {
+                positions.push(i);
+                let window = millis(settings.policy(&alert.rule).dedup_window);
+                keys.push((dedup_key(alert), window));
+            }
+        }
+        let answers = shared.dedup(&keys, now_ms).ok()?;
+        let mut decisions = vec![SharedDecision::NotAsked; alerts.len()];
+        for (i, answer) in positions.into_iter().zip(answers) {
+            decisions[i] = match answer {
+                None => SharedDecision::Duplicate,
+                Some(suppressed) => SharedDecision::Admit(suppressed),
+            };
+        }
+        Some(decisions)
+    }
+
+    fn decide(
+        &self,
+        state: &mut State,
+        alert: &mut Alert,
+        shared: Option<SharedDecision>,
+        now_ms: i64,
+    ) -> Outcome {
+        let settings = self.settings.load();
+        if silenced(&settings, alert, now_ms) {
             return Outcome::Silenced;
         }
         let policy = settings.policy(&alert.rule);
-        let key = format!("{}\u{1f}{}", alert.rule, alert.dedup_key);
         let window = millis(policy.dedup_window);
-        match state.dedup.get_mut(&key) {
-            Some(entry) if now_ms < entry.window_start.saturating_add(entry.window) => {
-                entry.suppressed += 1;
-                return Outcome::Deduplicated;
-            }
-            Some(entry) => {
-                alert.suppressed = entry.suppressed;
-                *entry = DedupEntry {
-                    window_start: now_ms,
-                    window,
-                    suppressed: 0,
-                };
-            }
-            None => {
-                state.dedup.insert(
-                    key,
-                    DedupEntry {
-                        window_start: now_ms,
-                        window,
-                        suppressed: 0,
-                    },
-                );
-            }
+        // The local state is kept either way, so an outage of the shared store starts
+        // from this replica's recent history.
+        let local = local_dedup(state, dedup_key(alert), window, now_ms);
+        let first = match shared {
+            Some(SharedDecision::Duplicate) => None,
+            Some(SharedDecision::Admit(suppressed)) => Some(suppressed),
+            Some(SharedDecision::NotAsked) | None => local,
+        };
+        match first {
+            None => return Outcome::Deduplicated,
+            Some(suppressed) => alert.suppressed = suppressed,
         }
         let budget = state.budgets.entry(alert.rule.clone()).or_default();
         if budget.sent == 0 && budget.folded == 0 {

@@ -10,6 +10,7 @@ use super::{ApiError, AppState, store};
 use crate::audit::{self, DecodeError, Event};
 use crate::pipeline::wall_clock_ms;
 use crate::rules::{Alert, Ruleset};
+use crate::state::Claim;
 use crate::telemetry;
 
 /// The answer to an accepted batch.
@@ -66,24 +67,36 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
     }
     let accepted = decoded.events.len();
     telemetry::events_received(accepted);
+    let mut events = decoded.events;
+    let local: Vec<Option<u64>> = events
+        .iter()
+        .map(|e| state.seen.key(&e.audit_id, &e.stage))
+        .collect();
+    let mut keep: Vec<bool> = local
+        .iter()
+        .map(|k| !k.is_some_and(|k| state.seen.contains(k)))
+        .collect();
+    let claimed = claim_shared(state, &events, &mut keep)?;
     // Filtered in place: a second vector of events would double the batch's memory.
-    let mut fresh = decoded.events;
-    let mut keys = Vec::with_capacity(accepted);
-    fresh.retain(|event| {
-        let key = state.seen.key(&event.audit_id, &event.stage);
-        let seen = key.is_some_and(|k| state.seen.contains(k));
-        if !seen {
-            keys.extend(key);
-        }
-        !seen
-    });
-    let duplicates = accepted - fresh.len();
+    let mut kept = keep.iter();
+    events.retain(|_| kept.next().copied().unwrap_or(false));
+    let keys: Vec<u64> = local
+        .into_iter()
+        .zip(&keep)
+        .filter_map(|(key, kept)| key.filter(|_| *kept))
+        .collect();
+    let duplicates = accepted - events.len();
     telemetry::duplicates_skipped(duplicates);
     let rules = state.rules.load_full();
-    let alerts = evaluate(&rules, fresh);
+    let alerts = evaluate(&rules, events);
     let alert_count = alerts.len();
     let admission = state.pipeline.admit(alerts, wall_clock_ms());
-    store(&state.outbox, &admission.deliveries, wall_clock_ms()).map_err(|err| {
+    let stored = store(&state.outbox, &admission.deliveries, wall_clock_ms());
+    match &stored {
+        Ok(()) => confirm_claims(state, &claimed),
+        Err(_) => release_claims(state, &claimed),
+    }
+    stored.map_err(|err| {
         tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
         ApiError::Unavailable(err.to_string())
     })?;
@@ -95,6 +108,70 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
         queued: admission.deliveries.len(),
         rejected: decoded.errors.iter().map(ToString::to_string).collect(),
     })
+}
+
+/// Claims the kept events in the shared state, if there is one, and drops (from `keep`)
+/// those another replica has processed. Returns the (auditID, stage) pairs claimed here.
+/// When another replica is processing some of them now, gives the claims back and asks
+/// the apiserver to retry: answering success could lose them if that replica fails. When
+/// the shared state does not answer, nothing is claimed and every event is processed
+/// (fail open).
+fn claim_shared(
+    state: &AppState,
+    events: &[Event],
+    keep: &mut [bool],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(shared) = &state.shared else {
+        return Ok(Vec::new());
+    };
+    let asked: Vec<usize> = (0..events.len())
+        .filter(|&i| keep[i] && !events[i].audit_id.is_empty())
+        .collect();
+    let pairs: Vec<(&str, &str)> = asked
+        .iter()
+        .map(|&i| (events[i].audit_id.as_str(), events[i].stage.as_str()))
+        .collect();
+    let Ok(claims) = shared.claim_events(&pairs) else {
+        return Ok(Vec::new());
+    };
+    let mut claimed = Vec::with_capacity(asked.len());
+    let mut elsewhere = 0;
+    for (&i, claim) in asked.iter().zip(claims) {
+        match claim {
+            Claim::Mine => claimed.push((events[i].audit_id.clone(), events[i].stage.clone())),
+            Claim::Done => keep[i] = false,
+            Claim::Elsewhere => elsewhere += 1,
+        }
+    }
+    if elsewhere > 0 {
+        release_claims(state, &claimed);
+        return Err(ApiError::InProgressElsewhere(elsewhere));
+    }
+    Ok(claimed)
+}
+
+/// Marks the claimed events done for the event-dedup window (the batch is stored). A
+/// failure is counted by the shared state and otherwise ignored: claims expire on their
+/// own, and an event whose claim expired is processed again (a duplicate, not a loss).
+fn confirm_claims(state: &AppState, claimed: &[(String, String)]) {
+    if let Some(shared) = state.shared.as_ref().filter(|_| !claimed.is_empty()) {
+        let _ = shared.confirm_events(&as_pairs(claimed), state.event_dedup_window);
+    }
+}
+
+/// Gives the claims up (the batch was not stored), so the apiserver's retry is processed
+/// by whichever replica receives it.
+fn release_claims(state: &AppState, claimed: &[(String, String)]) {
+    if let Some(shared) = state.shared.as_ref().filter(|_| !claimed.is_empty()) {
+        let _ = shared.release_events(&as_pairs(claimed));
+    }
+}
+
+fn as_pairs(claimed: &[(String, String)]) -> Vec<(&str, &str)> {
+    claimed
+        .iter()
+        .map(|(id, stage)| (id.as_str(), stage.as_str()))
+        .collect()
 }
 
 /// Runs the rules on every event (those the index admits); logs and counts script errors;

@@ -17,6 +17,10 @@ pub enum ApiError {
     /// The outbox cannot take the batch now (disk full, I/O error); the apiserver will retry.
     #[error("cannot store alerts: {0}")]
     Unavailable(String),
+    /// Another replica is processing some of the batch's events right now; answering
+    /// success could lose them if it fails, so the apiserver is asked to retry.
+    #[error("{0} event(s) of this batch are being processed by another replica; retry the batch")]
+    InProgressElsewhere(usize),
 }
 
 impl ApiError {
@@ -24,7 +28,9 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::InProgressElsewhere(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }

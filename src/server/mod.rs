@@ -33,6 +33,7 @@ use crate::notify::{Dispatcher, Waker};
 use crate::outbox::{Outbox, OutboxError};
 use crate::pipeline::{Delivery, Pipeline, wall_clock_ms};
 use crate::rules::Ruleset;
+use crate::state::{RedisState, StateSettings};
 use crate::telemetry;
 use auth::AuthSettings;
 use reload::ReloadStatus;
@@ -53,6 +54,10 @@ struct AppState {
     retry_after: Duration,
     reload: Option<ReloadSource>,
     reload_status: Mutex<ReloadStatus>,
+    /// State shared with other replicas (`state.backend = "redis"`).
+    shared: Option<Arc<RedisState>>,
+    /// How long processed events are remembered (the shared claims' lifetime too).
+    event_dedup_window: Duration,
 }
 
 /// Why the server could not start.
@@ -75,6 +80,9 @@ pub enum StartError {
     /// The TLS configuration could not be loaded.
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    /// The shared state's client could not be built (a bad URL or CA file).
+    #[error("shared state: {0}")]
+    State(String),
 }
 
 /// A bound webhook server, ready to run.
@@ -105,6 +113,19 @@ impl Server {
                     source,
                 })?;
         let targets = Arc::new(config.targets.clone());
+        let shared = match &config.state {
+            StateSettings::Memory => None,
+            StateSettings::Redis(redis) => Some(Arc::new(
+                RedisState::connect(redis).map_err(StartError::State)?,
+            )),
+        };
+        let mut pipeline = Pipeline::new(config.pipeline.clone(), targets.clone());
+        if let Some(shared) = &shared {
+            // Connect now, so the first batch does not pay for it; when Redis is down this
+            // logs the outage and klaxon serves with local state.
+            shared.ping().await;
+            pipeline = pipeline.with_shared(shared.clone());
+        }
         let dispatcher =
             Dispatcher::start(&targets, outbox.clone(), config.delivery, http_client()?);
         let s = &config.server;
@@ -113,7 +134,7 @@ impl Server {
             listener,
             state: Arc::new(AppState {
                 rules: ArcSwap::from_pointee(rules),
-                pipeline: Arc::new(Pipeline::new(config.pipeline.clone(), targets)),
+                pipeline: Arc::new(pipeline),
                 outbox,
                 waker: dispatcher.waker(),
                 seen: SeenFilter::new(s.event_dedup_window, s.event_dedup_max_entries),
@@ -125,6 +146,8 @@ impl Server {
                 retry_after: s.retry_after,
                 reload: None,
                 reload_status: Mutex::new(ReloadStatus::default()),
+                shared,
+                event_dedup_window: s.event_dedup_window,
             }),
             dispatcher,
             max_body_bytes: config.max_body_bytes,

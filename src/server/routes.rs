@@ -128,7 +128,8 @@ async fn admission(State(state): State<Arc<AppState>>, req: Request, next: Next)
     response
 }
 
-/// Ready when scripts are loaded and the outbox answers; the body says what was checked.
+/// Ready when scripts are loaded and the outbox answers; the body says what was checked,
+/// and whether the shared state (Redis) answers.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let rules = state.rules.load().rules().len();
     let outbox_state = state.clone();
@@ -137,11 +138,21 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .ok()
         .and_then(Result::ok);
     let status = reload::status(&state);
+    // Redis down does not make klaxon unready: it keeps serving with local state.
+    let shared = match &state.shared {
+        None => json!({ "backend": "memory" }),
+        Some(redis) => json!({
+            "backend": "redis",
+            "reachable": redis.ping().await,
+            "note": "when unreachable, this replica decides with its own state (duplicates possible)",
+        }),
+    };
     let body = json!({
         "ready": sizes.is_some(),
         "rules": rules,
         "outbox": sizes.map(|s| json!({ "pending": s.pending, "dead_letters": s.dead })),
         "last_reload": status,
+        "state": shared,
     });
     let code = match sizes {
         Some(_) => StatusCode::OK,

@@ -7,5 +7,6 @@ pub mod klaxon;
 pub mod metrics;
 pub mod process;
 pub mod receiver;
+pub mod redis;
 pub mod slack;
 pub mod smtp;

@@ -1,0 +1,296 @@
+//! The Redis backend: one lazily connected, self-reconnecting `ConnectionManager`, calls
+//! bounded by a timeout, and the up/down bookkeeping of the fail-open policy.
+//!
+//! Keys (all under `key_prefix`, default `klaxon:`):
+//! - `seen:{auditID}:{stage}` — an event: `claimed` with `SET NX GET PX` for
+//!   [`CLAIM_MS`] while its batch is evaluated and stored, then `done` for the event-dedup
+//!   window; deleted if storing fails. `SET … NX GET` needs Redis 7.0 or later.
+//! - `dedup:{rule}\x1f{dedup_key}` — a hash `s` (window start, ms), `w` (window, ms),
+//!   `n` (suppressed since the last notice), TTL twice the window plus a minute; decided
+//!   atomically per batch by one Lua script.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisResult, Script};
+use tokio::runtime::Handle;
+
+use super::RedisSettings;
+use crate::telemetry;
+
+/// How long an event stays claimed while its batch is evaluated and stored; a replica
+/// that dies meanwhile leaves the claim to expire, so the apiserver's retry is processed.
+pub const CLAIM_MS: u64 = 30_000;
+
+/// The value of an event's key while a replica processes its batch.
+const CLAIMED: &str = "claimed";
+/// The value of an event's key once its batch is stored.
+const DONE: &str = "done";
+
+/// Where an event stands across the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Claimed now by this replica: process it.
+    Mine,
+    /// Processed and stored by some replica: skip it.
+    Done,
+    /// Being processed by another replica: its outcome is not known yet.
+    Elsewhere,
+}
+
+/// Decides alert dedup keys for a whole batch: for each key, `-1` when it is inside its
+/// window (its suppressed count grows), else the suppressed count of the window that
+/// ended (the key's window restarts now).
+const DEDUP_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local out = {}
+for i, key in ipairs(KEYS) do
+  local window = tonumber(ARGV[i + 1])
+  local state = redis.call('HMGET', key, 's', 'w', 'n')
+  if state[1] and now < tonumber(state[1]) + tonumber(state[2]) then
+    redis.call('HINCRBY', key, 'n', 1)
+    out[i] = -1
+  else
+    out[i] = tonumber(state[3] or '0')
+    redis.call('HSET', key, 's', now, 'w', window, 'n', 0)
+    redis.call('PEXPIRE', key, window * 2 + 60000)
+  end
+end
+return out
+";
+
+/// The shared state could not be reached (or answered an error) in time.
+#[derive(Debug, thiserror::Error)]
+#[error("shared state unavailable: {0}")]
+pub struct Unavailable(String);
+
+/// Alert dedup decided across replicas.
+pub trait SharedDedup: Send + Sync {
+    /// For each `(key, window_ms)`: `None` when the key is inside its window (a
+    /// duplicate), else `Some(suppressed)`: admitted, carrying the count of the window that
+    /// ended.
+    fn dedup(&self, keys: &[(String, i64)], now_ms: i64) -> Result<Vec<Option<u64>>, Unavailable>;
+}
+
+/// A Redis server shared by the replicas.
+pub struct RedisState {
+    manager: ConnectionManager,
+    runtime: Handle,
+    prefix: String,
+    timeout: Duration,
+    up: AtomicBool,
+    dedup_script: Script,
+}
+
+impl RedisState {
+    /// A client for `settings`; the connection is made on first use and remade after a
+    /// failure, so klaxon starts and serves while Redis is down. Call inside the runtime.
+    pub fn connect(settings: &RedisSettings) -> Result<Self, String> {
+        let client = client(settings)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(settings.timeout))
+            .set_response_timeout(Some(settings.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let manager = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("state.redis_url: {e}"))?;
+        telemetry::state_backend_up(true);
+        Ok(Self {
+            manager,
+            runtime: Handle::current(),
+            prefix: settings.key_prefix.clone(),
+            timeout: settings.timeout,
+            up: AtomicBool::new(true),
+            dedup_script: Script::new(DEDUP_SCRIPT),
+        })
+    }
+
+    /// Whether the last call succeeded.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// `PING`, from async code (`/readyz`).
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.manager.clone();
+        let result = tokio::time::timeout(
+            self.timeout,
+            redis::cmd("PING").query_async::<String>(&mut conn),
+        )
+        .await;
+        self.account("ping", flatten(result))
+            .is_ok_and(|pong| pong == "PONG")
+    }
+
+    /// Claims the events with these (auditID, stage) pairs for this replica: for each,
+    /// whether it is now ours, already done, or being processed by another replica.
+    pub fn claim_events(&self, pairs: &[(&str, &str)]) -> Result<Vec<Claim>, Unavailable> {
+        let mut pipe = redis::pipe();
+        for (id, stage) in pairs {
+            pipe.cmd("SET")
+                .arg(self.seen_key(id, stage))
+                .arg(CLAIMED)
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg(CLAIM_MS);
+        }
+        let replies: Vec<Option<String>> = self.call("claim", |mut conn| async move {
+            pipe.query_async(&mut conn).await
+        })?;
+        Ok(replies
+            .into_iter()
+            .map(|previous| match previous.as_deref() {
+                None => Claim::Mine,
+                Some(DONE) => Claim::Done,
+                Some(_) => Claim::Elsewhere,
+            })
+            .collect())
+    }
+
+    /// Marks the claimed events processed, for `window`.
+    pub fn confirm_events(
+        &self,
+        pairs: &[(&str, &str)],
+        window: Duration,
+    ) -> Result<(), Unavailable> {
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut pipe = redis::pipe();
+        for (id, stage) in pairs {
+            pipe.cmd("SET")
+                .arg(self.seen_key(id, stage))
+                .arg(DONE)
+                .arg("PX")
+                .arg(window_ms)
+                .ignore();
+        }
+        self.call("confirm", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
+    }
+
+    /// Gives up the claims (the batch was not stored: the apiserver will retry it).
+    pub fn release_events(&self, pairs: &[(&str, &str)]) -> Result<(), Unavailable> {
+        let keys: Vec<String> = pairs
+            .iter()
+            .map(|(id, stage)| self.seen_key(id, stage))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.call("release", |mut conn| async move {
+            redis::cmd("DEL")
+                .arg(keys)
+                .query_async::<()>(&mut conn)
+                .await
+        })
+    }
+
+    fn seen_key(&self, audit_id: &str, stage: &str) -> String {
+        format!("{}seen:{audit_id}:{stage}", self.prefix)
+    }
+
+    /// Runs `op` on the runtime from a blocking thread, within the timeout.
+    fn call<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, Unavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let fut = op(self.manager.clone());
+        let result = self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.timeout, fut).await });
+        self.account(operation, flatten(result))
+    }
+
+    /// Up/down bookkeeping: an outage is logged and counted once, when it starts.
+    fn account<T>(
+        &self,
+        operation: &'static str,
+        result: Result<T, String>,
+    ) -> Result<T, Unavailable> {
+        match result {
+            Ok(value) => {
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::info!("shared state (redis) reachable again: replicas share state");
+                    telemetry::state_backend_up(true);
+                }
+                Ok(value)
+            }
+            Err(err) => {
+                telemetry::state_backend_error(operation);
+                if self.up.swap(false, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %err,
+                        "shared state (redis) unavailable: deciding with this replica's \
+                         state until it is back (duplicates possible)"
+                    );
+                    telemetry::state_backend_up(false);
+                    telemetry::state_backend_outage();
+                }
+                Err(Unavailable(err))
+            }
+        }
+    }
+}
+
+impl SharedDedup for RedisState {
+    fn dedup(&self, keys: &[(String, i64)], now_ms: i64) -> Result<Vec<Option<u64>>, Unavailable> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut invocation = self.dedup_script.prepare_invoke();
+        invocation.arg(now_ms);
+        for (key, window_ms) in keys {
+            invocation
+                .key(format!("{}dedup:{key}", self.prefix))
+                .arg((*window_ms).max(1));
+        }
+        let replies: Vec<i64> = self.call("dedup", |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })?;
+        Ok(replies.into_iter().map(|n| u64::try_from(n).ok()).collect())
+    }
+}
+
+fn flatten<T>(result: Result<RedisResult<T>, tokio::time::error::Elapsed>) -> Result<T, String> {
+    match result {
+        Ok(Ok(value)) => Ok(value),
+        // The error's text names the failure, never the password.
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err("timed out".to_owned()),
+    }
+}
+
+fn client(settings: &RedisSettings) -> Result<Client, String> {
+    use redis::IntoConnectionInfo;
+    let mut info = settings
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|e| format!("state.redis_url: {e}"))?;
+    if let Some(password) = &settings.password {
+        let redis = info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose());
+        info = info.set_redis_settings(redis);
+    }
+    match &settings.ca_file {
+        None => Client::open(info).map_err(|e| format!("state.redis_url: {e}")),
+        Some(path) => {
+            let root_cert = std::fs::read(path)
+                .map_err(|e| format!("state.redis_ca_file: cannot read {}: {e}", path.display()))?;
+            Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(|e| format!("state.redis_ca_file: {e}"))
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Two `klaxon serve` processes sharing one real Redis (`state.backend = "redis"`): an
+//! event processed by one is skipped by the other, an alert dedup key admitted by one is
+//! a duplicate on the other, and with Redis stopped both keep answering 200 and sending
+//! (duplicates allowed, counted) until it is back.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::process::Daemon;
+use support::redis::RedisServer;
+use support::slack::SlackStandIn;
+
+/// The shipped example batch with every auditID suffixed by `events` (new events) and
+/// every username by `users` (new alert dedup keys: the shipped rules key on the user).
+fn batch(events: &str, users: &str) -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/events/batch.json"
+    ))
+    .unwrap();
+    let mut batch: Value = serde_json::from_str(&text).unwrap();
+    for item in batch["items"].as_array_mut().unwrap() {
+        let id = format!("{}-{events}", item["auditID"].as_str().unwrap());
+        item["auditID"] = id.into();
+        let user = format!("{}-{users}", item["user"]["username"].as_str().unwrap());
+        item["user"]["username"] = user.into();
+    }
+    batch.to_string()
+}
+
+struct Replica {
+    daemon: Daemon,
+    _outbox: tempfile::TempDir,
+}
+
+impl Replica {
+    fn start(redis_url: &str, slack_url: &str) -> Self {
+        let outbox = tempfile::TempDir::new().unwrap();
+        let daemon = tokio::task::block_in_place(|| {
+            Daemon::start(
+                &[],
+                &[
+                    ("SLACK_WEBHOOK_URL", slack_url),
+                    ("KLAXON_OUTBOX__PATH", outbox.path().to_str().unwrap()),
+                    ("KLAXON_DELIVERY__GROUP_WAIT", "0s"),
+                    ("KLAXON_STATE__BACKEND", "redis"),
+                    ("KLAXON_STATE__REDIS_URL", redis_url),
+                    ("KLAXON_STATE__TIMEOUT", "2s"),
+                ],
+            )
+        });
+        Self {
+            daemon,
+            _outbox: outbox,
+        }
+    }
+
+    /// POSTs a batch; returns the status and the reply (accepted, duplicates, queued …).
+    async fn post(&self, body: &str) -> (u16, Value) {
+        let reply = reqwest::Client::new()
+            .post(format!("http://{}/audit", self.daemon.addr))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap();
+        let status = reply.status().as_u16();
+        (status, reply.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, path: &str) -> String {
+        reqwest::get(format!("http://{}{path}", self.daemon.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of an unlabelled metric line on /metrics (0 when absent).
+    async fn metric(&self, name: &str) -> f64 {
+        let page = self.get("/metrics").await;
+        page.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits (up to 10 s) until /readyz says whether Redis is reachable as `reachable`.
+    async fn wait_for_redis(&self, reachable: bool) {
+        for _ in 0..200 {
+            let ready: Value = serde_json::from_str(&self.get("/readyz").await).unwrap();
+            if ready["state"]["reachable"] == reachable {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "redis never became reachable={reachable} for {}",
+            self.daemon.addr
+        );
+    }
+}
+
+/// A Redis, the Slack stand-in, and two replicas sharing them.
+async fn two_replicas() -> (RedisServer, SlackStandIn, Replica, Replica) {
+    let redis = RedisServer::start();
+    let slack = SlackStandIn::start().await;
+    let a = Replica::start(&redis.url(), &slack.url());
+    let b = Replica::start(&redis.url(), &slack.url());
+    (redis, slack, a, b)
+}
+
+/// A count of a batch reply (absent when 0).
+fn count(reply: &Value, key: &str) -> u64 {
+    assert!(reply["accepted"].is_u64(), "not a batch reply: {reply}");
+    reply[key].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_send_each_alert_once() {
+    let (_redis, slack, a, b) = two_replicas().await;
+
+    // The same batch to both (an apiserver retry that reached the other replica): the
+    // second finds every event processed and queues nothing.
+    let body = batch("same", "x");
+    let (status, first) = a.post(&body).await;
+    assert_eq!(status, 200, "{first}");
+    assert!(count(&first, "queued") > 0, "{first}");
+    let (status, second) = b.post(&body).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        count(&second, "duplicates"),
+        count(&second, "accepted"),
+        "{second}"
+    );
+    assert_eq!(count(&second, "queued"), 0, "{second}");
+
+    // New events raising the same alerts: evaluated on the other replica, but their dedup
+    // keys are inside their windows there too.
+    let (status, third) = b.post(&batch("new", "x")).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(count(&third, "duplicates"), 0, "{third}");
+    assert!(count(&third, "alerts") > 0, "{third}");
+    assert_eq!(count(&third, "queued"), 0, "{third}");
+
+    let queued = count(&first, "queued") as usize;
+    let messages = slack.wait_for(queued).await;
+    assert_eq!(messages.len(), queued);
+    assert_eq!(a.metric("klaxon_state_backend_outages_total").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_replicas_keep_serving_and_share_again_when_it_is_back() {
+    let (redis, _slack, a, b) = two_replicas().await;
+    let (status, _) = a.post(&batch("before", "before")).await;
+    assert_eq!(status, 200);
+
+    let port = redis.stop();
+    // Both answer 200 and both queue the alerts: duplicates rather than silence.
+    let body = batch("during", "during");
+    for replica in [&a, &b] {
+        let (status, reply) = replica.post(&body).await;
+        assert_eq!(status, 200, "{reply}");
+        assert!(count(&reply, "queued") > 0, "{reply}");
+        assert_eq!(count(&reply, "duplicates"), 0, "{reply}");
+        // Counted once per outage, and shown on /readyz (which stays ready).
+        assert_eq!(
+            replica.metric("klaxon_state_backend_outages_total").await,
+            1.0
+        );
+        assert_eq!(replica.metric("klaxon_state_backend_up").await, 0.0);
+        let ready: Value = serde_json::from_str(&replica.get("/readyz").await).unwrap();
+        assert_eq!(ready["ready"], true, "{ready}");
+        assert_eq!(ready["state"]["reachable"], false, "{ready}");
+    }
+
+    // Back (empty, on the same port): the replicas share state again.
+    let _redis = RedisServer::start_on(port);
+    a.wait_for_redis(true).await;
+    b.wait_for_redis(true).await;
+    let body = batch("after", "after");
+    let (status, first) = a.post(&body).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, second) = b.post(&body).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(
+        count(&second, "duplicates"),
+        count(&second, "accepted"),
+        "{second}"
+    );
+    assert_eq!(b.metric("klaxon_state_backend_up").await, 1.0);
+    let logs = b.daemon.logs().join("\n");
+    assert_eq!(
+        logs.matches("shared state (redis) unavailable").count(),
+        1,
+        "one warning per outage:\n{logs}"
+    );
+}
+
+/// Sets `key` to `value` in the test's Redis (as another replica would).
+fn redis_set(url: &str, key: &str, value: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_connection().unwrap();
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .exec(&mut conn)
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_another_replica_is_processing_makes_the_apiserver_retry() {
+    let redis = RedisServer::start();
+    let slack = SlackStandIn::start().await;
+    let replica = Replica::start(&redis.url(), &slack.url());
+    let body = batch("busy", "busy");
+    let first_id = serde_json::from_str::<Value>(&body).unwrap()["items"][0]["auditID"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = format!("klaxon:seen:{first_id}:ResponseComplete");
+
+    // Claimed by a replica that has not stored its batch yet: not success, which would lose
+    // the event if that replica failed; 503 makes the apiserver send the batch again.
+    redis_set(&redis.url(), &key, "claimed");
+    let (status, reply) = replica.post(&body).await;
+    assert_eq!(status, 503, "{reply}");
+    let reason = reply["error"].as_str().unwrap();
+    assert!(
+        reason.contains("1 event(s) of this batch are being processed by another replica"),
+        "{reason}"
+    );
+
+    // That replica stored it: the retry skips that event and processes the others, whose
+    // claims the 503 gave back.
+    redis_set(&redis.url(), &key, "done");
+    let (status, reply) = replica.post(&body).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(count(&reply, "duplicates"), 1, "{reply}");
+    assert_eq!(count(&reply, "accepted"), 4, "{reply}");
+}
