@@ -765,3 +765,27 @@ fn check_accepts_a_redis_backend_without_reaching_it() {
     )
     .success();
 }
+
+#[test]
+fn check_ignores_the_variables_kubernetes_sets_for_a_service_named_klaxon() {
+    let dir = TempDir::new().unwrap();
+    write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
+    klaxon_in(dir.path())
+        .args(["--scripts", "scripts", "check"])
+        .env("KLAXON_PORT", "tcp://10.96.0.80:8080")
+        .env("KLAXON_PORT_8080_TCP", "tcp://10.96.0.80:8080")
+        .env("KLAXON_PORT_8080_TCP_ADDR", "10.96.0.80")
+        .env("KLAXON_SERVICE_HOST", "10.96.0.80")
+        .env("KLAXON_SERVICE_PORT", "8080")
+        .env("KLAXON_SERVICE_PORT_WEBHOOK", "8080")
+        .assert()
+        .success();
+    // A real override next to them still applies (and a bad one is still reported).
+    klaxon_in(dir.path())
+        .args(["--scripts", "scripts", "check"])
+        .env("KLAXON_PORT", "tcp://10.96.0.80:8080")
+        .env("KLAXON_SERVER__LISTEN", "nonsense")
+        .assert()
+        .failure()
+        .stderr(contains("server.listen"));
+}

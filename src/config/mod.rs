@@ -204,7 +204,11 @@ fn read(path: Option<PathBuf>) -> Result<(RawConfig, SourceMap), ConfigError> {
         document = toml_edit::ImDocument::parse(text).ok();
         figment = figment.merge(Toml::file_exact(path));
     }
-    figment = figment.merge(Env::prefixed("KLAXON_").split("__"));
+    figment = figment.merge(
+        Env::prefixed("KLAXON_")
+            .filter(|key| !is_service_link(key.as_str()))
+            .split("__"),
+    );
     let sources = SourceMap { path, document };
     let raw = figment.extract::<RawConfig>().map_err(|err| {
         ConfigError(
@@ -373,6 +377,14 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
         server,
         state,
     })
+}
+
+/// Whether `key` (after `KLAXON_`) is one of the variables Kubernetes sets in every pod
+/// for a Service named `klaxon` (`KLAXON_PORT`, `KLAXON_PORT_8080_TCP_ADDR`,
+/// `KLAXON_SERVICE_HOST`, …): not config, and no config key starts with these words.
+fn is_service_link(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key == "port" || key.starts_with("port_") || key.starts_with("service_")
 }
 
 /// `[state]`: the backend, and for Redis a URL without a password in it.
