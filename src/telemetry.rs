@@ -132,8 +132,8 @@ pub fn state_backend_outage() {
     counter!("klaxon_state_backend_outages_total").increment(1);
 }
 
-/// Failed calls to the shared state, by operation (claim, confirm, release, dedup, ping);
-/// each fell back to this replica's state.
+/// Failed calls to the shared state, by operation (claim, confirm, release, dedup, rate,
+/// ping); each fell back to this replica's state.
 pub fn state_backend_error(operation: &'static str) {
     counter!("klaxon_state_backend_errors_total", "operation" => operation).increment(1);
 }

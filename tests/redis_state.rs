@@ -13,7 +13,8 @@ use support::redis::RedisServer;
 use support::slack::SlackStandIn;
 
 /// The shipped example batch with every auditID suffixed by `events` (new events) and
-/// every username by `users` (new alert dedup keys: the shipped rules key on the user).
+/// every username and namespace by `users` (new alert dedup and group keys: the shipped
+/// rules key on the user and the namespace).
 fn batch(events: &str, users: &str) -> String {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -26,6 +27,12 @@ fn batch(events: &str, users: &str) -> String {
         item["auditID"] = id.into();
         let user = format!("{}-{users}", item["user"]["username"].as_str().unwrap());
         item["user"]["username"] = user.into();
+        // A namespace per tag too: one notice per tag (the group key is rule + namespace).
+        let ns = format!(
+            "{}-{users}",
+            item["objectRef"]["namespace"].as_str().unwrap()
+        );
+        item["objectRef"]["namespace"] = ns.into();
     }
     batch.to_string()
 }
@@ -240,4 +247,29 @@ async fn an_event_another_replica_is_processing_makes_the_apiserver_retry() {
     assert_eq!(status, 200, "{reply}");
     assert_eq!(count(&reply, "duplicates"), 1, "{reply}");
     assert_eq!(count(&reply, "accepted"), 4, "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slacks_rate_holds_across_replicas() {
+    let (_redis, slack, a, b) = two_replicas().await;
+    // Four notices from each replica at once: alone, each would send 3 at once (the burst)
+    // and then 1 a second, 6 at once together; the stand-in allows 1 a second, burst 3.
+    let mut queued = 0;
+    for i in 0..4 {
+        for (name, replica) in [("a", &a), ("b", &b)] {
+            let (status, reply) = replica
+                .post(&batch(&format!("{name}{i}"), &format!("{name}{i}")))
+                .await;
+            assert_eq!(status, 200, "{reply}");
+            queued += count(&reply, "queued");
+        }
+    }
+    assert_eq!(queued, 8);
+    let messages = slack.wait_for(8).await;
+    assert_eq!(messages.len(), 8);
+    assert_eq!(
+        slack.rate_limited(),
+        0,
+        "the replicas together went over Slack's rate"
+    );
 }

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use super::{Disposition, Notice, Notifier, Pacing, SendError, Targets};
 use crate::outbox::{Entry, Outbox, OutboxError};
 use crate::pipeline::wall_clock_ms;
+use crate::state::SharedRate;
 use crate::telemetry;
 
 /// How delivery retries and drains, for every target.
@@ -68,6 +69,8 @@ struct Worker {
     notifier: Notifier,
     pacing: Pacing,
     limiter: Option<DefaultDirectRateLimiter>,
+    /// The target's rate across replicas (Redis); the local limiter when it does not answer.
+    shared_rate: Option<Arc<dyn SharedRate>>,
     outbox: Arc<Outbox>,
     policy: DeliveryPolicy,
     wake: Arc<Notify>,
@@ -75,12 +78,14 @@ struct Worker {
 }
 
 impl Dispatcher {
-    /// Starts one delivery task per usable target.
+    /// Starts one delivery task per usable target; paced targets take their slots from
+    /// `shared_rate` (all replicas) while it answers, else from their own limiter.
     pub fn start(
         targets: &Targets,
         outbox: Arc<Outbox>,
         policy: DeliveryPolicy,
         client: reqwest::Client,
+        shared_rate: Option<Arc<dyn SharedRate>>,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let (stop, stopped) = watch::channel(false);
@@ -94,6 +99,7 @@ impl Dispatcher {
                 name: name.clone(),
                 notifier,
                 limiter: pacing.rate.map(|r| RateLimiter::direct(r.quota())),
+                shared_rate: shared_rate.clone(),
                 pacing,
                 outbox: outbox.clone(),
                 policy,
@@ -225,10 +231,30 @@ impl Worker {
         ))
     }
 
-    async fn deliver(&mut self, entries: Vec<Entry>) {
+    /// Waits for a slot of the target's rate: across replicas while the shared state
+    /// answers, else (and without one) from this replica's own limiter.
+    async fn pace(&self) {
+        let Some(rate) = self.pacing.rate else {
+            return;
+        };
+        if let Some(shared) = &self.shared_rate {
+            while let Ok(wait) = shared
+                .take_slot(&self.name, rate.per_second, rate.burst)
+                .await
+            {
+                if wait.is_zero() {
+                    return;
+                }
+                tokio::time::sleep(wait).await;
+            }
+        }
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
+    }
+
+    async fn deliver(&mut self, entries: Vec<Entry>) {
+        self.pace().await;
         let notice = Notice {
             target: self.name.clone(),
             group_key: entries[0].alert.group_key.clone(),

@@ -126,8 +126,16 @@ impl Server {
             shared.ping().await;
             pipeline = pipeline.with_shared(shared.clone());
         }
-        let dispatcher =
-            Dispatcher::start(&targets, outbox.clone(), config.delivery, http_client()?);
+        let shared_rate = shared
+            .clone()
+            .map(|s| s as Arc<dyn crate::state::SharedRate>);
+        let dispatcher = Dispatcher::start(
+            &targets,
+            outbox.clone(),
+            config.delivery,
+            http_client()?,
+            shared_rate,
+        );
         let s = &config.server;
         telemetry::rules_loaded(rules.rules().len());
         Ok(Self {

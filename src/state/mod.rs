@@ -1,6 +1,7 @@
 //! Shared state: what several replicas must agree on for an alert to go out once — which
-//! (auditID, stage) pairs were processed, and which alert dedup keys are inside their
-//! window (with their suppressed counts).
+//! (auditID, stage) pairs were processed, which alert dedup keys are inside their window
+//! (with their suppressed counts) — and each target's rate, which is per webhook, not per
+//! replica.
 //!
 //! `memory` (the default) keeps it in the process (`server::seen`, `pipeline`); `redis`
 //! keeps it in a Redis server shared by the replicas, with atomic operations and bounded
@@ -13,7 +14,7 @@ mod redis;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use self::redis::{Claim, RedisState, SharedDedup, Unavailable};
+pub use self::redis::{BoxFuture, Claim, RedisState, SharedDedup, SharedRate, Unavailable};
 use crate::notify::Secret;
 
 /// Where the shared state lives.

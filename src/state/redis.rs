@@ -8,6 +8,9 @@
 //! - `dedup:{rule}\x1f{dedup_key}` — a hash `s` (window start, ms), `w` (window, ms),
 //!   `n` (suppressed since the last notice), TTL twice the window plus a minute; decided
 //!   atomically per batch by one Lua script.
+//! - `rate:{target}` — the target's theoretical arrival time (GCRA, ms on Redis's own
+//!   clock), so a target's rate holds across replicas; TTL the time it covers plus a
+//!   second.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +64,39 @@ end
 return out
 ";
 
+/// GCRA on Redis's clock: `0` when a notice may go now (the slot is taken), else the
+/// milliseconds to wait before asking again. ARGV: emission interval and burst tolerance,
+/// in ms.
+const RATE_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+if now < tat - tolerance then
+  return math.ceil(tat - tolerance - now)
+end
+local next_tat = tat + interval
+redis.call('SET', KEYS[1], next_tat, 'PX', math.ceil(next_tat - now) + 1000)
+return 0
+";
+
+/// A boxed future, for the async method of a trait object.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A target's rate, held across replicas.
+pub trait SharedRate: Send + Sync {
+    /// Takes a slot of `target`'s rate (`per_second`, `burst`) now, or says how long to
+    /// wait before asking again.
+    fn take_slot<'a>(
+        &'a self,
+        target: &'a str,
+        per_second: f64,
+        burst: u32,
+    ) -> BoxFuture<'a, Result<Duration, Unavailable>>;
+}
+
 /// The shared state could not be reached (or answered an error) in time.
 #[derive(Debug, thiserror::Error)]
 #[error("shared state unavailable: {0}")]
@@ -82,6 +118,7 @@ pub struct RedisState {
     timeout: Duration,
     up: AtomicBool,
     dedup_script: Script,
+    rate_script: Script,
 }
 
 impl RedisState {
@@ -104,6 +141,7 @@ impl RedisState {
             timeout: settings.timeout,
             up: AtomicBool::new(true),
             dedup_script: Script::new(DEDUP_SCRIPT),
+            rate_script: Script::new(RATE_SCRIPT),
         })
     }
 
@@ -252,6 +290,30 @@ impl SharedDedup for RedisState {
             invocation.invoke_async(&mut conn).await
         })?;
         Ok(replies.into_iter().map(|n| u64::try_from(n).ok()).collect())
+    }
+}
+
+impl SharedRate for RedisState {
+    fn take_slot<'a>(
+        &'a self,
+        target: &'a str,
+        per_second: f64,
+        burst: u32,
+    ) -> BoxFuture<'a, Result<Duration, Unavailable>> {
+        Box::pin(async move {
+            let interval = 1000.0 / per_second.max(1e-6);
+            let tolerance = interval * f64::from(burst.max(1) - 1);
+            let mut invocation = self.rate_script.prepare_invoke();
+            invocation
+                .key(format!("{}rate:{target}", self.prefix))
+                .arg(interval)
+                .arg(tolerance);
+            let mut conn = self.manager.clone();
+            let result =
+                tokio::time::timeout(self.timeout, invocation.invoke_async::<u64>(&mut conn)).await;
+            self.account("rate", flatten(result))
+                .map(Duration::from_millis)
+        })
     }
 }
 
