@@ -44,20 +44,22 @@ struct Replica {
 
 impl Replica {
     fn start(redis_url: &str, slack_url: &str) -> Self {
+        Self::start_with(redis_url, slack_url, &[])
+    }
+
+    /// A replica with `extra` environment overrides.
+    fn start_with(redis_url: &str, slack_url: &str, extra: &[(&str, &str)]) -> Self {
         let outbox = tempfile::TempDir::new().unwrap();
-        let daemon = tokio::task::block_in_place(|| {
-            Daemon::start(
-                &[],
-                &[
-                    ("SLACK_WEBHOOK_URL", slack_url),
-                    ("KLAXON_OUTBOX__PATH", outbox.path().to_str().unwrap()),
-                    ("KLAXON_DELIVERY__GROUP_WAIT", "0s"),
-                    ("KLAXON_STATE__BACKEND", "redis"),
-                    ("KLAXON_STATE__REDIS_URL", redis_url),
-                    ("KLAXON_STATE__TIMEOUT", "2s"),
-                ],
-            )
-        });
+        let mut envs = vec![
+            ("SLACK_WEBHOOK_URL", slack_url),
+            ("KLAXON_OUTBOX__PATH", outbox.path().to_str().unwrap()),
+            ("KLAXON_DELIVERY__GROUP_WAIT", "0s"),
+            ("KLAXON_STATE__BACKEND", "redis"),
+            ("KLAXON_STATE__REDIS_URL", redis_url),
+            ("KLAXON_STATE__TIMEOUT", "2s"),
+        ];
+        envs.extend_from_slice(extra);
+        let daemon = tokio::task::block_in_place(|| Daemon::start(&[], &envs));
         Self {
             daemon,
             _outbox: outbox,
@@ -272,4 +274,57 @@ async fn slacks_rate_holds_across_replicas() {
         0,
         "the replicas together went over Slack's rate"
     );
+}
+
+/// An EventList of `n` failed (401) requests from 10.0.0.9, auditIDs `{tag}-0`…
+fn failed_requests(tag: &str, n: usize) -> String {
+    let items: Vec<Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "kind": "Event", "apiVersion": "audit.k8s.io/v1", "level": "Metadata",
+                "auditID": format!("{tag}-{i}"), "stage": "ResponseComplete",
+                "requestURI": "/api/v1/secrets", "verb": "list",
+                "user": {"username": "mallory"}, "sourceIPs": ["10.0.0.9"],
+                "responseStatus": {"code": 401},
+            })
+        })
+        .collect();
+    serde_json::json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items})
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_over_agrees_across_replicas() {
+    let (_redis, slack, a, b) = two_replicas().await;
+    // repeated_failed_auth alerts on every 5th failure from one source within 5 minutes:
+    // 2 on one replica and 3 on the other make 5.
+    let (status, reply) = a.post(&failed_requests("fa", 2)).await;
+    assert_eq!((status, count(&reply, "alerts")), (200, 0), "{reply}");
+    let (status, reply) = b.post(&failed_requests("fb", 3)).await;
+    assert_eq!((status, count(&reply, "alerts")), (200, 1), "{reply}");
+    let messages = slack.wait_for(1).await;
+    let text = messages[0].to_string();
+    assert!(text.contains("5 failed requests from 10.0.0.9"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_budget_is_shared_by_the_replicas() {
+    let redis = RedisServer::start();
+    let slack = SlackStandIn::start().await;
+    let budget = [("KLAXON_RULE_DEFAULTS__BUDGET", "2")];
+    let a = Replica::start_with(&redis.url(), &slack.url(), &budget);
+    let b = Replica::start_with(&redis.url(), &slack.url(), &budget);
+    // Six alerts with different dedup keys, three on each replica: two go out in all, the
+    // others wait for the rule's digest.
+    let mut queued = 0;
+    for i in 0..3 {
+        for (name, replica) in [("a", &a), ("b", &b)] {
+            let tag = format!("{name}{i}");
+            let (status, reply) = replica.post(&batch(&tag, &tag)).await;
+            assert_eq!(status, 200, "{reply}");
+            assert_eq!(count(&reply, "alerts"), 1, "{reply}");
+            queued += count(&reply, "queued");
+        }
+    }
+    assert_eq!(queued, 2, "a budget of 2 across both replicas");
 }

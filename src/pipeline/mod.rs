@@ -20,7 +20,7 @@ pub use replay::{Replay, Report, RuleTally, TargetTally, TimedNotice};
 
 use crate::notify::{Target, Targets};
 use crate::rules::{Alert, Severity};
-use crate::state::SharedDedup;
+use crate::state::{AdmissionKey, SharedDedup, Verdict};
 use crate::telemetry;
 
 /// Dedup keys kept at most; past it the oldest windows are forgotten first.
@@ -62,10 +62,8 @@ impl Outcome {
 enum SharedDecision {
     /// Silenced: not sent to the store.
     NotAsked,
-    /// Inside its window on some replica.
-    Duplicate,
-    /// First in its window, with the previous window's suppressed count.
-    Admit(u64),
+    /// The verdict of all replicas.
+    Answered(Verdict),
 }
 
 fn silenced(settings: &PipelineSettings, alert: &Alert, now_ms: i64) -> bool {
@@ -231,7 +229,7 @@ impl Pipeline {
         self.due_digests(i64::MAX)
     }
 
-    /// The shared store's dedup decision for each alert (`None` for a silenced one, which
+    /// The shared store's verdict for each alert (`NotAsked` for a silenced one, which
     /// never reaches dedup), or `None` when there is no shared store or it did not answer.
     fn shared_decisions(&self, alerts: &[Alert], now_ms: i64) -> Option<Vec<SharedDecision>> {
         let shared = self.shared.as_ref()?;
@@ -241,17 +239,19 @@ impl Pipeline {
         for (i, alert) in alerts.iter().enumerate() {
             if !silenced(&settings, alert, now_ms) {
                 positions.push(i);
-                let window = millis(settings.policy(&alert.rule).dedup_window);
-                keys.push((dedup_key(alert), window));
+                let policy = settings.policy(&alert.rule);
+                keys.push(AdmissionKey {
+                    dedup_key: dedup_key(alert),
+                    dedup_window_ms: millis(policy.dedup_window),
+                    rule: alert.rule.clone(),
+                    budget_window_ms: millis(policy.budget_window),
+                });
             }
         }
-        let answers = shared.dedup(&keys, now_ms).ok()?;
+        let verdicts = shared.admit(&keys, now_ms).ok()?;
         let mut decisions = vec![SharedDecision::NotAsked; alerts.len()];
-        for (i, answer) in positions.into_iter().zip(answers) {
-            decisions[i] = match answer {
-                None => SharedDecision::Duplicate,
-                Some(suppressed) => SharedDecision::Admit(suppressed),
-            };
+        for (i, verdict) in positions.into_iter().zip(verdicts) {
+            decisions[i] = SharedDecision::Answered(verdict);
         }
         Some(decisions)
     }
@@ -272,10 +272,12 @@ impl Pipeline {
         // The local state is kept either way, so an outage of the shared store starts
         // from this replica's recent history.
         let local = local_dedup(state, dedup_key(alert), window, now_ms);
-        let first = match shared {
-            Some(SharedDecision::Duplicate) => None,
-            Some(SharedDecision::Admit(suppressed)) => Some(suppressed),
-            Some(SharedDecision::NotAsked) | None => local,
+        let (first, shared_sent) = match shared {
+            Some(SharedDecision::Answered(Verdict::Duplicate)) => (None, None),
+            Some(SharedDecision::Answered(Verdict::First { suppressed, sent })) => {
+                (Some(suppressed), Some(sent))
+            }
+            Some(SharedDecision::NotAsked) | None => (local, None),
         };
         match first {
             None => return Outcome::Deduplicated,
@@ -285,7 +287,12 @@ impl Pipeline {
         if budget.sent == 0 && budget.folded == 0 {
             budget.window_start = now_ms;
         }
-        if budget.sent < policy.budget {
+        // Within budget: by the count of all replicas when the shared store answered.
+        let within = match shared_sent {
+            Some(sent) => sent <= u64::from(policy.budget),
+            None => budget.sent < policy.budget,
+        };
+        if within {
             budget.sent += 1;
             return Outcome::Admitted;
         }

@@ -425,6 +425,12 @@ impl Ruleset {
         self.index.apply_settings(&self.settings);
     }
 
+    /// Shares the stateful helpers' memory with other replicas (kept across reloads, which
+    /// adopt this memory).
+    pub fn share_helpers(&self, shared: Arc<dyn crate::state::SharedHelpers>) {
+        self.state.share(shared);
+    }
+
     /// Keeps the stateful helpers' memory of `previous` (on reload).
     pub fn adopt_state(&mut self, previous: &Ruleset) {
         self.state = previous.state.clone();

@@ -1,5 +1,7 @@
 //! State for the stateful helpers `count_over(key, window)` and `first_seen(key, window)`,
 //! clocked by the caller (the wall clock in `serve`, the event's time in dry-run and replay).
+//! With the Redis backend the answers come from the replicas' shared memory (`state`
+//! module) while it answers; this memory records every sighting either way.
 //!
 //! Keys are scoped per rule. Memory is bounded: at most [`MAX_TIMESTAMPS`] remembered
 //! sightings in all (8 bytes each plus the key), past which the least recently used keys
@@ -7,7 +9,9 @@
 //! sweep every [`SWEEP_EVERY`] calls.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::state::SharedHelpers;
 
 /// Most sightings remembered across all keys (about 8 MiB plus keys).
 pub const MAX_TIMESTAMPS: usize = 1_000_000;
@@ -35,12 +39,46 @@ struct Inner {
 #[derive(Default)]
 pub struct StateStore {
     inner: Mutex<Inner>,
+    /// The replicas' shared memory (Redis): its answers win while it answers.
+    shared: OnceLock<Arc<dyn SharedHelpers>>,
 }
 
 impl StateStore {
+    /// Shares the helpers' memory with other replicas through `shared` from now on; this
+    /// store still records every sighting, and answers alone when `shared` does not.
+    pub fn share(&self, shared: Arc<dyn SharedHelpers>) {
+        let _ = self.shared.set(shared);
+    }
+
+    /// `count_over`: all replicas' sightings while the shared store answers, else this
+    /// replica's.
+    pub fn count_over(&self, key: &str, window_ms: i64, now_ms: i64) -> i64 {
+        let local = self.count_over_locally(key, window_ms, now_ms);
+        self.shared_or(local, |shared| shared.count_over(key, window_ms, now_ms))
+    }
+
+    /// `first_seen`: across all replicas while the shared store answers, else on this
+    /// replica.
+    pub fn first_seen(&self, key: &str, window_ms: i64, now_ms: i64) -> bool {
+        let local = self.first_seen_locally(key, window_ms, now_ms);
+        self.shared_or(local, |shared| shared.first_seen(key, window_ms, now_ms))
+    }
+
+    /// The shared store's answer, or `local` without one or when it does not answer.
+    fn shared_or<T>(
+        &self,
+        local: T,
+        ask: impl FnOnce(&dyn SharedHelpers) -> Result<T, crate::state::Unavailable>,
+    ) -> T {
+        self.shared
+            .get()
+            .and_then(|shared| ask(shared.as_ref()).ok())
+            .unwrap_or(local)
+    }
+
     /// Records a sighting of `key` at `now_ms` and returns how many sightings fall within
     /// the last `window_ms`, this one included.
-    pub fn count_over(&self, key: &str, window_ms: i64, now_ms: i64) -> i64 {
+    fn count_over_locally(&self, key: &str, window_ms: i64, now_ms: i64) -> i64 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let count = {
             let Inner { keys, total, .. } = &mut *inner;
@@ -57,7 +95,7 @@ impl StateStore {
 
     /// True when `key` was not seen within the last `window_ms` (then it is recorded as
     /// seen now); false otherwise (the earlier sighting is kept).
-    pub fn first_seen(&self, key: &str, window_ms: i64, now_ms: i64) -> bool {
+    fn first_seen_locally(&self, key: &str, window_ms: i64, now_ms: i64) -> bool {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let first = {
             let Inner { keys, total, .. } = &mut *inner;

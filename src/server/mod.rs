@@ -121,6 +121,7 @@ impl Server {
         };
         let mut pipeline = Pipeline::new(config.pipeline.clone(), targets.clone());
         if let Some(shared) = &shared {
+            rules.share_helpers(shared.clone());
             // Connect now, so the first batch does not pay for it; when Redis is down this
             // logs the outage and klaxon serves with local state.
             shared.ping().await;

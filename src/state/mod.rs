@@ -1,7 +1,8 @@
 //! Shared state: what several replicas must agree on for an alert to go out once — which
 //! (auditID, stage) pairs were processed, which alert dedup keys are inside their window
-//! (with their suppressed counts) — and each target's rate, which is per webhook, not per
-//! replica.
+//! (with their suppressed counts), how much of each rule's budget is spent, the
+//! `count_over`/`first_seen` sightings — and each target's rate, which is per webhook, not
+//! per replica.
 //!
 //! `memory` (the default) keeps it in the process (`server::seen`, `pipeline`); `redis`
 //! keeps it in a Redis server shared by the replicas, with atomic operations and bounded
@@ -14,7 +15,10 @@ mod redis;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use self::redis::{BoxFuture, Claim, RedisState, SharedDedup, SharedRate, Unavailable};
+pub use self::redis::{
+    AdmissionKey, BoxFuture, Claim, RedisState, SharedDedup, SharedHelpers, SharedRate,
+    Unavailable, Verdict,
+};
 use crate::notify::Secret;
 
 /// Where the shared state lives.

@@ -7,7 +7,12 @@
 //!   window; deleted if storing fails. `SET … NX GET` needs Redis 7.0 or later.
 //! - `dedup:{rule}\x1f{dedup_key}` — a hash `s` (window start, ms), `w` (window, ms),
 //!   `n` (suppressed since the last notice), TTL twice the window plus a minute; decided
-//!   atomically per batch by one Lua script.
+//!   atomically per batch by one Lua script, together with:
+//! - `budget:{rule}` — a hash `s` (budget window start, ms), `n` (alerts admitted in it
+//!   by all replicas), TTL the window plus a minute.
+//! - `helper:{rule}\x1f{key}` — `count_over`: a sorted set of sightings scored by time
+//!   (older than the window dropped on each call), TTL the window; `first_seen`: a string
+//!   set with `SET NX PX window`.
 //! - `rate:{target}` — the target's theoretical arrival time (GCRA, ms on Redis's own
 //!   clock), so a target's rate holds across replicas; TTL the time it covers plus a
 //!   second.
@@ -43,25 +48,45 @@ pub enum Claim {
     Elsewhere,
 }
 
-/// Decides alert dedup keys for a whole batch: for each key, `-1` when it is inside its
-/// window (its suppressed count grows), else the suppressed count of the window that
-/// ended (the key's window restarts now).
+/// Decides a whole batch's alerts: for each (dedup key, budget key) pair, `-1, 0` when the
+/// dedup key is inside its window (its suppressed count grows), else the suppressed count
+/// of the window that ended (the key's window restarts now) and the alert's number in its
+/// rule's budget window (over the budget: folded).
 const DEDUP_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
 local out = {}
-for i, key in ipairs(KEYS) do
-  local window = tonumber(ARGV[i + 1])
+for i = 1, #KEYS / 2 do
+  local key, budget_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local window, budget_window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
   local state = redis.call('HMGET', key, 's', 'w', 'n')
   if state[1] and now < tonumber(state[1]) + tonumber(state[2]) then
     redis.call('HINCRBY', key, 'n', 1)
-    out[i] = -1
+    out[2 * i - 1], out[2 * i] = -1, 0
   else
-    out[i] = tonumber(state[3] or '0')
+    out[2 * i - 1] = tonumber(state[3] or '0')
     redis.call('HSET', key, 's', now, 'w', window, 'n', 0)
     redis.call('PEXPIRE', key, window * 2 + 60000)
+    local started = redis.call('HGET', budget_key, 's')
+    if not started or now >= tonumber(started) + budget_window then
+      redis.call('HSET', budget_key, 's', now, 'n', 1)
+      redis.call('PEXPIRE', budget_key, budget_window + 60000)
+      out[2 * i] = 1
+    else
+      out[2 * i] = redis.call('HINCRBY', budget_key, 'n', 1)
+    end
   end
 end
 return out
+";
+
+/// `count_over`: drops the sightings older than the window, adds this one (a unique
+/// member scored by its time), returns how many are left. ARGV: now, window (ms), member.
+const COUNT_SCRIPT: &str = r"
+local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+redis.call('ZADD', KEYS[1], now, ARGV[3])
+redis.call('PEXPIRE', KEYS[1], window)
+return redis.call('ZCARD', KEYS[1])
 ";
 
 /// GCRA on Redis's clock: `0` when a notice may go now (the slot is taken), else the
@@ -102,12 +127,46 @@ pub trait SharedRate: Send + Sync {
 #[error("shared state unavailable: {0}")]
 pub struct Unavailable(String);
 
-/// Alert dedup decided across replicas.
+/// One alert as the shared store sees it.
+#[derive(Debug, Clone)]
+pub struct AdmissionKey {
+    /// The rule and the alert's dedup key.
+    pub dedup_key: String,
+    /// The rule's dedup window, ms.
+    pub dedup_window_ms: i64,
+    /// The rule.
+    pub rule: String,
+    /// The rule's budget window, ms.
+    pub budget_window_ms: i64,
+}
+
+/// What all replicas together decided for one alert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Its dedup key is inside its window.
+    Duplicate,
+    /// First in its window: the previous window's suppressed count, and the alert's
+    /// number in its rule's budget window.
+    First {
+        /// Alerts suppressed in the dedup window that ended.
+        suppressed: u64,
+        /// 1 for the first alert of the rule's budget window, and so on.
+        sent: u64,
+    },
+}
+
+/// Alert dedup and rule budgets decided across replicas.
 pub trait SharedDedup: Send + Sync {
-    /// For each `(key, window_ms)`: `None` when the key is inside its window (a
-    /// duplicate), else `Some(suppressed)`: admitted, carrying the count of the window that
-    /// ended.
-    fn dedup(&self, keys: &[(String, i64)], now_ms: i64) -> Result<Vec<Option<u64>>, Unavailable>;
+    /// One verdict per key, in order (the alerts of one batch).
+    fn admit(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<Vec<Verdict>, Unavailable>;
+}
+
+/// `count_over` and `first_seen` decided across replicas.
+pub trait SharedHelpers: Send + Sync {
+    /// Records a sighting of `key` at `now_ms`; the sightings within `window_ms`.
+    fn count_over(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<i64, Unavailable>;
+    /// True when `key` was not seen within `window_ms` (it is recorded now).
+    fn first_seen(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<bool, Unavailable>;
 }
 
 /// A Redis server shared by the replicas.
@@ -119,6 +178,7 @@ pub struct RedisState {
     up: AtomicBool,
     dedup_script: Script,
     rate_script: Script,
+    count_script: Script,
 }
 
 impl RedisState {
@@ -142,6 +202,7 @@ impl RedisState {
             up: AtomicBool::new(true),
             dedup_script: Script::new(DEDUP_SCRIPT),
             rate_script: Script::new(RATE_SCRIPT),
+            count_script: Script::new(COUNT_SCRIPT),
         })
     }
 
@@ -275,21 +336,62 @@ impl RedisState {
 }
 
 impl SharedDedup for RedisState {
-    fn dedup(&self, keys: &[(String, i64)], now_ms: i64) -> Result<Vec<Option<u64>>, Unavailable> {
+    fn admit(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<Vec<Verdict>, Unavailable> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let mut invocation = self.dedup_script.prepare_invoke();
         invocation.arg(now_ms);
-        for (key, window_ms) in keys {
+        for key in keys {
             invocation
-                .key(format!("{}dedup:{key}", self.prefix))
-                .arg((*window_ms).max(1));
+                .key(format!("{}dedup:{}", self.prefix, key.dedup_key))
+                .key(format!("{}budget:{}", self.prefix, key.rule))
+                .arg(key.dedup_window_ms.max(1))
+                .arg(key.budget_window_ms.max(1));
         }
         let replies: Vec<i64> = self.call("dedup", |mut conn| async move {
             invocation.invoke_async(&mut conn).await
         })?;
-        Ok(replies.into_iter().map(|n| u64::try_from(n).ok()).collect())
+        Ok(replies
+            .chunks(2)
+            .map(|pair| match u64::try_from(pair[0]) {
+                Err(_) => Verdict::Duplicate,
+                Ok(suppressed) => Verdict::First {
+                    suppressed,
+                    sent: u64::try_from(pair.get(1).copied().unwrap_or(0)).unwrap_or(0),
+                },
+            })
+            .collect())
+    }
+}
+
+impl SharedHelpers for RedisState {
+    fn count_over(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<i64, Unavailable> {
+        let member = format!("{now_ms}:{:x}", rand::random::<u64>());
+        let mut invocation = self.count_script.prepare_invoke();
+        invocation
+            .key(format!("{}helper:{key}", self.prefix))
+            .arg(now_ms)
+            .arg(window_ms.max(1))
+            .arg(member);
+        self.call("count_over", |mut conn| async move {
+            invocation.invoke_async(&mut conn).await
+        })
+    }
+
+    fn first_seen(&self, key: &str, window_ms: i64, _now_ms: i64) -> Result<bool, Unavailable> {
+        let key = format!("{}helper:{key}", self.prefix);
+        let set: Option<String> = self.call("first_seen", |mut conn| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(1)
+                .arg("NX")
+                .arg("PX")
+                .arg(window_ms.max(1))
+                .query_async(&mut conn)
+                .await
+        })?;
+        Ok(set.is_some())
     }
 }
 
