@@ -767,7 +767,7 @@ fn check_accepts_a_redis_backend_without_reaching_it() {
 }
 
 #[test]
-fn check_ignores_the_variables_kubernetes_sets_for_a_service_named_klaxon() {
+fn check_ignores_the_variables_kubernetes_sets_for_services_named_klaxon_and_klaxon_redis() {
     let dir = TempDir::new().unwrap();
     write(dir.path(), "scripts/fine.rhai", FIRES_ON_CREATE);
     klaxon_in(dir.path())
@@ -778,6 +778,10 @@ fn check_ignores_the_variables_kubernetes_sets_for_a_service_named_klaxon() {
         .env("KLAXON_SERVICE_HOST", "10.96.0.80")
         .env("KLAXON_SERVICE_PORT", "8080")
         .env("KLAXON_SERVICE_PORT_WEBHOOK", "8080")
+        .env("KLAXON_REDIS_PORT", "tcp://10.96.0.81:6379")
+        .env("KLAXON_REDIS_PORT_6379_TCP_PROTO", "tcp")
+        .env("KLAXON_REDIS_SERVICE_HOST", "10.96.0.81")
+        .env("KLAXON_REDIS_SERVICE_PORT", "6379")
         .assert()
         .success();
     // A real override next to them still applies (and a bad one is still reported).
@@ -788,4 +792,11 @@ fn check_ignores_the_variables_kubernetes_sets_for_a_service_named_klaxon() {
         .assert()
         .failure()
         .stderr(contains("server.listen"));
+    // A top-level typo is still an error, not a service variable.
+    klaxon_in(dir.path())
+        .args(["--scripts", "scripts", "check"])
+        .env("KLAXON_CLUSTERNAME", "x")
+        .assert()
+        .failure()
+        .stderr(contains("clustername: unknown field"));
 }

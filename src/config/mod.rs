@@ -380,11 +380,23 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
 }
 
 /// Whether `key` (after `KLAXON_`) is one of the variables Kubernetes sets in every pod
-/// for a Service named `klaxon` (`KLAXON_PORT`, `KLAXON_PORT_8080_TCP_ADDR`,
-/// `KLAXON_SERVICE_HOST`, …): not config, and no config key starts with these words.
+/// for a Service whose name starts with `klaxon` (`KLAXON_PORT`,
+/// `KLAXON_PORT_8080_TCP_ADDR`, `KLAXON_SERVICE_HOST`, and for `klaxon-redis`
+/// `KLAXON_REDIS_PORT`, `KLAXON_REDIS_SERVICE_PORT`, …). Config keys below the top level
+/// have `__` in them, and the only top-level scalar is `cluster_name`, so none of these
+/// shapes is config.
 fn is_service_link(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key == "port" || key.starts_with("port_") || key.starts_with("service_")
+    if key.contains("__") {
+        return false;
+    }
+    let segment = |word: &str| {
+        key == word
+            || key.starts_with(&format!("{word}_"))
+            || key.ends_with(&format!("_{word}"))
+            || key.contains(&format!("_{word}_"))
+    };
+    segment("port") || key.ends_with("service_host") || key.contains("service_port")
 }
 
 /// `[state]`: the backend, and for Redis a URL without a password in it.
