@@ -133,7 +133,7 @@ pub fn state_backend_outage() {
 }
 
 /// Failed calls to the shared state, by operation (claim, confirm, release, dedup, rate,
-/// ping); each fell back to this replica's state.
+/// count_over, first_seen, ping); each fell back to this replica's state.
 pub fn state_backend_error(operation: &'static str) {
     counter!("klaxon_state_backend_errors_total", "operation" => operation).increment(1);
 }
