@@ -8,6 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::certs::Ca;
 use support::process::Daemon;
 use support::redis::RedisServer;
 use support::slack::SlackStandIn;
@@ -121,6 +122,22 @@ async fn two_replicas() -> (RedisServer, SlackStandIn, Replica, Replica) {
     (redis, slack, a, b)
 }
 
+/// Posts `body` to `first`, then to `second`, which must find every event processed;
+/// returns the first reply.
+async fn same_batch_to_both(first: &Replica, second: &Replica, body: &str) -> Value {
+    let (status, reply) = first.post(body).await;
+    assert_eq!(status, 200, "{reply}");
+    let (status, again) = second.post(body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(
+        count(&again, "duplicates"),
+        count(&again, "accepted"),
+        "{again}"
+    );
+    assert_eq!(count(&again, "queued"), 0, "{again}");
+    reply
+}
+
 /// A count of a batch reply (absent when 0).
 fn count(reply: &Value, key: &str) -> u64 {
     assert!(reply["accepted"].is_u64(), "not a batch reply: {reply}");
@@ -133,18 +150,8 @@ async fn two_replicas_send_each_alert_once() {
 
     // The same batch to both (an apiserver retry that reached the other replica): the
     // second finds every event processed and queues nothing.
-    let body = batch("same", "x");
-    let (status, first) = a.post(&body).await;
-    assert_eq!(status, 200, "{first}");
+    let first = same_batch_to_both(&a, &b, &batch("same", "x")).await;
     assert!(count(&first, "queued") > 0, "{first}");
-    let (status, second) = b.post(&body).await;
-    assert_eq!(status, 200, "{second}");
-    assert_eq!(
-        count(&second, "duplicates"),
-        count(&second, "accepted"),
-        "{second}"
-    );
-    assert_eq!(count(&second, "queued"), 0, "{second}");
 
     // New events raising the same alerts: evaluated on the other replica, but their dedup
     // keys are inside their windows there too.
@@ -190,15 +197,7 @@ async fn without_redis_replicas_keep_serving_and_share_again_when_it_is_back() {
     a.wait_for_redis(true).await;
     b.wait_for_redis(true).await;
     let body = batch("after", "after");
-    let (status, first) = a.post(&body).await;
-    assert_eq!(status, 200, "{first}");
-    let (status, second) = b.post(&body).await;
-    assert_eq!(status, 200, "{second}");
-    assert_eq!(
-        count(&second, "duplicates"),
-        count(&second, "accepted"),
-        "{second}"
-    );
+    same_batch_to_both(&a, &b, &body).await;
     assert_eq!(b.metric("klaxon_state_backend_up").await, 1.0);
     let logs = b.daemon.logs().join("\n");
     assert_eq!(
@@ -327,4 +326,46 @@ async fn a_rules_budget_is_shared_by_the_replicas() {
         }
     }
     assert_eq!(queued, 2, "a budget of 2 across both replicas");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_over_tls_with_a_password() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let ca = Ca::new("redis-test-ca");
+    let (cert, key) = ca.server(7, &[]).write(dir.path());
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let password_file = dir.path().join("redis-password");
+    std::fs::write(&password_file, "s3cret-pw\n").unwrap();
+    let redis = RedisServer::start_tls(&cert, &key, "s3cret-pw");
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    let slack = SlackStandIn::start().await;
+    let secured = [
+        ("KLAXON_STATE__REDIS_CA_FILE", ca_file.to_str().unwrap()),
+        (
+            "KLAXON_STATE__REDIS_PASSWORD_FILE",
+            password_file.to_str().unwrap(),
+        ),
+    ];
+    let a = Replica::start_with(&url, &slack.url(), &secured);
+    let b = Replica::start_with(&url, &slack.url(), &secured);
+    let body = batch("tls", "tls");
+    same_batch_to_both(&a, &b, &body).await;
+    assert_eq!(b.metric("klaxon_state_backend_outages_total").await, 0.0);
+
+    // Without the password the server refuses every call: that replica decides alone.
+    let wrong = dir.path().join("wrong-password");
+    std::fs::write(&wrong, "nope").unwrap();
+    let c = Replica::start_with(
+        &url,
+        &slack.url(),
+        &[
+            ("KLAXON_STATE__REDIS_CA_FILE", ca_file.to_str().unwrap()),
+            ("KLAXON_STATE__REDIS_PASSWORD_FILE", wrong.to_str().unwrap()),
+        ],
+    );
+    let (status, third) = c.post(&body).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(count(&third, "duplicates"), 0, "{third}");
+    assert_eq!(c.metric("klaxon_state_backend_outages_total").await, 1.0);
 }

@@ -1,6 +1,7 @@
 //! A real `redis-server` (Debian's package) on a free loopback port, stopped on drop.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 /// A running `redis-server` child without persistence.
@@ -13,19 +14,44 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one on a free port.
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Starts one on `port` (again, after [`RedisServer::stop`]); returns once it accepts
     /// connections.
     pub fn start_on(port: u16) -> Self {
+        Self::start_with(port, &["--port", &port.to_string()])
+    }
+
+    /// Starts one whose only port is a TLS port (`rediss://`) with `cert` and `key`,
+    /// requiring `password`.
+    pub fn start_tls(cert: &Path, key: &Path, password: &str) -> Self {
+        let port = free_port();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        Self::start_with(
+            port,
+            &[
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--tls-cert-file",
+                cert,
+                "--tls-key-file",
+                key,
+                "--tls-auth-clients",
+                "no",
+                "--requirepass",
+                password,
+            ],
+        )
+    }
+
+    /// Starts one on loopback with `args` (its ports) and no persistence.
+    fn start_with(port: u16, args: &[&str]) -> Self {
         let mut child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(args)
             .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -44,7 +70,7 @@ impl RedisServer {
         panic!("redis-server exited before accepting connections on port {port}: {status:?}");
     }
 
-    /// `redis://127.0.0.1:PORT/0`.
+    /// `redis://127.0.0.1:PORT/0` (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
@@ -55,6 +81,14 @@ impl RedisServer {
         let _ = self.child.wait();
         self.port
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Drop for RedisServer {
