@@ -295,6 +295,49 @@ async fn editing_a_script_reloads_it_and_a_broken_edit_keeps_the_running_set() {
     server.shutdown().await;
 }
 
+/// Writes `source` as `fire.rhai` into a new timestamped directory of `scripts` and points
+/// `..data` at it the way the kubelet updates a mounted ConfigMap: a `..data_tmp` symlink
+/// renamed over `..data` (`fire.rhai` itself is a symlink into `..data`).
+fn configmap_update(scripts: &Path, version: &str, source: &str) {
+    let versioned = scripts.join(format!("..2026_11_27_{version}"));
+    std::fs::create_dir_all(&versioned).unwrap();
+    std::fs::write(versioned.join("fire.rhai"), source).unwrap();
+    let tmp = scripts.join("..data_tmp");
+    std::os::unix::fs::symlink(versioned.file_name().unwrap(), &tmp).unwrap();
+    std::fs::rename(&tmp, scripts.join("..data")).unwrap();
+    let link = scripts.join("fire.rhai");
+    if std::fs::symlink_metadata(&link).is_err() {
+        std::os::unix::fs::symlink("..data/fire.rhai", &link).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_update_of_the_scripts_reloads_them() {
+    let dir = TempDir::new().unwrap();
+    let scripts_dir = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts_dir).unwrap();
+    configmap_update(&scripts_dir, "01", FIRE);
+    let config_path = dir.path().join("klaxon.toml");
+    let config = config_from(&toml(dir.path(), ""), dir.path());
+    let server = start_with_reload(&config, &config_path).await;
+    let (_, before) = server.post_json(events("cm-a", 1)).await;
+    assert_eq!(before["alerts"], 1, "{before}");
+
+    let v2 =
+        r#"alert(#{ title: `v2 ${event.auditID}` }); alert(#{ title: `v2b ${event.auditID}` });"#;
+    configmap_update(&scripts_dir, "02", v2);
+    let ready = next_reload(&server, 0).await;
+    assert_eq!(ready["last_reload"]["ok"], true, "{ready}");
+    assert_eq!(ready["rules"], 1, "{ready}");
+    let (status, after) = server.post_json(events("cm-b", 1)).await;
+    assert_eq!(
+        (status, after["alerts"].as_u64()),
+        (200, Some(2)),
+        "{after}"
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basic_and_bearer_auth_let_in_the_right_credentials_and_log_no_secret() {
     let dir = TempDir::new().unwrap();
