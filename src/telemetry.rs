@@ -101,7 +101,7 @@ pub fn unknown_target(rule: &str) {
     counter!("klaxon_unknown_target_total", "rule" => rule.to_owned()).increment(1);
 }
 
-/// A delivery attempt to a target, by outcome (`sent` or `failed`).
+/// A delivery attempt to a target, by outcome (`sent`, `retried` or `dead`).
 pub fn notification(target: &str, rule: &str, outcome: &'static str) {
     counter!(
         "klaxon_notifications_total",
