@@ -436,6 +436,12 @@ impl Ruleset {
         self.state = previous.state.clone();
     }
 
+    /// Whether any rule can run on `event` (the index's view): an event no rule can run on
+    /// raises nothing and changes no state, wherever and however often it is evaluated.
+    pub fn may_match(&self, event: &Event) -> bool {
+        !self.index.candidates(event).is_empty()
+    }
+
     /// Runs every rule on `event` with the wall clock. A failing rule is reported in the
     /// result and never stops the others.
     pub fn evaluate(&self, event: Arc<Event>) -> Evaluation {

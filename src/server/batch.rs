@@ -76,7 +76,8 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
         .iter()
         .map(|k| !k.is_some_and(|k| state.seen.contains(k)))
         .collect();
-    let claimed = claim_shared(state, &events, &mut keep)?;
+    let rules = state.rules.load_full();
+    let claimed = claim_shared(state, &rules, &events, &mut keep)?;
     // Filtered in place: a second vector of events would double the batch's memory.
     let mut kept = keep.iter();
     events.retain(|_| kept.next().copied().unwrap_or(false));
@@ -87,7 +88,6 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
         .collect();
     let duplicates = accepted - events.len();
     telemetry::duplicates_skipped(duplicates);
-    let rules = state.rules.load_full();
     let alerts = evaluate(&rules, events);
     let alert_count = alerts.len();
     let admission = state.pipeline.admit(alerts, wall_clock_ms());
@@ -110,14 +110,17 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
     })
 }
 
-/// Claims the kept events in the shared state, if there is one, and drops (from `keep`)
-/// those another replica has processed. Returns the (auditID, stage) pairs claimed here.
+/// Claims the kept events that some rule may match in the shared state, if there is
+/// one, and drops (from `keep`) those another replica has processed. (An event no rule can
+/// run on raises nothing and changes no state: processing it twice is harmless, so it is
+/// not claimed; on the load generator's mix that is most reads.) Returns the (auditID, stage) pairs claimed here.
 /// When another replica is processing some of them now, gives the claims back and asks
 /// the apiserver to retry: answering success could lose them if that replica fails. When
 /// the shared state does not answer, nothing is claimed and every event is processed
 /// (fail open).
 fn claim_shared(
     state: &AppState,
+    rules: &Ruleset,
     events: &[Event],
     keep: &mut [bool],
 ) -> Result<Vec<(String, String)>, ApiError> {
@@ -125,7 +128,7 @@ fn claim_shared(
         return Ok(Vec::new());
     };
     let asked: Vec<usize> = (0..events.len())
-        .filter(|&i| keep[i] && !events[i].audit_id.is_empty())
+        .filter(|&i| keep[i] && !events[i].audit_id.is_empty() && rules.may_match(&events[i]))
         .collect();
     let pairs: Vec<(&str, &str)> = asked
         .iter()
