@@ -206,11 +206,6 @@ impl RedisState {
         })
     }
 
-    /// Whether the last call succeeded.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
     /// `PING`, from async code (`/readyz`).
     pub async fn ping(&self) -> bool {
         let mut conn = self.manager.clone();
@@ -226,6 +221,9 @@ impl RedisState {
     /// Claims the events with these (auditID, stage) pairs for this replica: for each,
     /// whether it is now ours, already done, or being processed by another replica.
     pub fn claim_events(&self, pairs: &[(&str, &str)]) -> Result<Vec<Claim>, Unavailable> {
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut pipe = redis::pipe();
         for (id, stage) in pairs {
             pipe.cmd("SET")
