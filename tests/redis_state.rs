@@ -97,14 +97,15 @@ impl Replica {
             .unwrap_or(0.0)
     }
 
-    /// Waits (up to 10 s) until /readyz says whether Redis is reachable as `reachable`.
+    /// Asks /readyz (each answer pings Redis, which drives the reconnection) until it says
+    /// Redis is reachable as `reachable`; fails after 10 s.
     async fn wait_for_redis(&self, reachable: bool) {
-        for _ in 0..200 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
             let ready: Value = serde_json::from_str(&self.get("/readyz").await).unwrap();
             if ready["state"]["reachable"] == reachable {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
             "redis never became reachable={reachable} for {}",

@@ -295,6 +295,25 @@ impl RuleIndex {
 
     /// The positions of the rules that may match `event`, in rule order.
     pub fn candidates(&self, event: &Event) -> Vec<usize> {
+        let mut rules: Vec<usize> = self
+            .narrowed(event)
+            .iter()
+            .filter(|entry| self.entry_admits(*entry, event))
+            .map(|entry| self.entries[entry].0)
+            .collect();
+        rules.dedup();
+        rules
+    }
+
+    /// Whether any rule may match `event` (without listing them).
+    pub fn any_candidate(&self, event: &Event) -> bool {
+        self.narrowed(event)
+            .iter()
+            .any(|entry| self.entry_admits(entry, event))
+    }
+
+    /// The enabled entries that accept the event's stage, verb, resource and subresource.
+    fn narrowed(&self, event: &Event) -> RuleSet {
         let mut set = self.enabled.clone();
         let object = event.object_ref.as_ref();
         self.stage.narrow(&event.stage, &mut set);
@@ -303,18 +322,15 @@ impl RuleIndex {
             .narrow(object.map_or("", |o| o.resource.as_str()), &mut set);
         self.subresource
             .narrow(object.map_or("", |o| o.subresource.as_str()), &mut set);
-        let mut rules: Vec<usize> = set
-            .iter()
-            .filter(|entry| {
-                self.entries[*entry]
-                    .1
-                    .as_ref()
-                    .is_none_or(|f| f.admits_user_and_code(event))
-            })
-            .map(|entry| self.entries[entry].0)
-            .collect();
-        rules.dedup();
-        rules
+        set
+    }
+
+    /// Whether entry `entry` accepts the event's user and response code.
+    fn entry_admits(&self, entry: usize, event: &Event) -> bool {
+        self.entries[entry]
+            .1
+            .as_ref()
+            .is_none_or(|f| f.admits_user_and_code(event))
     }
 }
 

@@ -439,7 +439,7 @@ impl Ruleset {
     /// Whether any rule can run on `event` (the index's view): an event no rule can run on
     /// raises nothing and changes no state, wherever and however often it is evaluated.
     pub fn may_match(&self, event: &Event) -> bool {
-        !self.index.candidates(event).is_empty()
+        self.index.any_candidate(event)
     }
 
     /// Runs every rule on `event` with the wall clock. A failing rule is reported in the
@@ -710,12 +710,16 @@ fn first_seen(ctx: NativeCallContext, key: &str, window: &str) -> Result<bool, B
 
 /// `setting(name, default)`: `[scripts.settings]`'s value for `name`, else `default`.
 fn setting(name: &str, default: Dynamic) -> Dynamic {
+    setting_value(name).unwrap_or(default)
+}
+
+/// The running evaluation's `[scripts.settings]` value for `name`, if set.
+fn setting_value(name: &str) -> Option<Dynamic> {
     FRAME.with(|f| {
         f.borrow()
             .settings
             .as_ref()
             .and_then(|s| s.get(name).cloned())
-            .unwrap_or(default)
     })
 }
 
@@ -726,13 +730,7 @@ fn setting_list(
     name: &str,
     defaults: Array,
 ) -> Result<Array, Box<EvalAltResult>> {
-    let extra = FRAME.with(|f| {
-        f.borrow()
-            .settings
-            .as_ref()
-            .and_then(|s| s.get(name).cloned())
-    });
-    let Some(extra) = extra else {
+    let Some(extra) = setting_value(name) else {
         return Ok(defaults);
     };
     let wrong = |what: String| {

@@ -208,14 +208,11 @@ impl RedisState {
 
     /// `PING`, from async code (`/readyz`).
     pub async fn ping(&self) -> bool {
-        let mut conn = self.manager.clone();
-        let result = tokio::time::timeout(
-            self.timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
-        .await;
-        self.account("ping", flatten(result))
-            .is_ok_and(|pong| pong == "PONG")
+        self.call_async("ping", |mut conn| async move {
+            redis::cmd("PING").query_async::<String>(&mut conn).await
+        })
+        .await
+        .is_ok_and(|pong| pong == "PONG")
     }
 
     /// Claims the events with these (auditID, stage) pairs for this replica: for each,
@@ -289,16 +286,23 @@ impl RedisState {
         format!("{}seen:{audit_id}:{stage}", self.prefix)
     }
 
-    /// Runs `op` on the runtime from a blocking thread, within the timeout.
+    /// Runs `op` on the runtime from a blocking thread (batch processing, rule evaluation;
+    /// never from async code), within the timeout.
     fn call<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, Unavailable>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
-        let fut = op(self.manager.clone());
-        let result = self
-            .runtime
-            .block_on(async { tokio::time::timeout(self.timeout, fut).await });
+        self.runtime.block_on(self.call_async(operation, op))
+    }
+
+    /// Runs `op` within the timeout, with the up/down bookkeeping.
+    async fn call_async<T, F, Fut>(&self, operation: &'static str, op: F) -> Result<T, Unavailable>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        let result = tokio::time::timeout(self.timeout, op(self.manager.clone())).await;
         self.account(operation, flatten(result))
     }
 
@@ -408,11 +412,11 @@ impl SharedRate for RedisState {
                 .key(format!("{}rate:{target}", self.prefix))
                 .arg(interval)
                 .arg(tolerance);
-            let mut conn = self.manager.clone();
-            let result =
-                tokio::time::timeout(self.timeout, invocation.invoke_async::<u64>(&mut conn)).await;
-            self.account("rate", flatten(result))
-                .map(Duration::from_millis)
+            self.call_async("rate", |mut conn| async move {
+                invocation.invoke_async::<u64>(&mut conn).await
+            })
+            .await
+            .map(Duration::from_millis)
         })
     }
 }
