@@ -343,3 +343,83 @@ fn dedup_memory_stays_bounded_under_a_flood_of_new_keys() {
         [Outcome::Deduplicated]
     );
 }
+
+/// Admits `alerts` in a transaction whose store fails, as when the outbox cannot be written.
+fn failed_batch(pipeline: &Pipeline, alerts: Vec<Alert>, now: i64) -> usize {
+    pipeline
+        .transact(alerts, now, |admission| {
+            Err::<(), usize>(admission.deliveries.len())
+        })
+        .unwrap_err()
+}
+
+#[test]
+fn a_batch_that_fails_to_store_leaves_no_trace_and_its_retry_is_decided_the_same() {
+    let mut s = settings(&["console"]);
+    s.rule_defaults = RulePolicy {
+        budget: 2,
+        budget_window: Duration::from_secs(60),
+        ..RulePolicy::default()
+    };
+    let pipeline = Pipeline::new(s, targets(&["console"]));
+    assert_eq!(
+        outcomes(&pipeline, vec![alert("exec", "seen before", "ns")], T0),
+        [Outcome::Admitted]
+    );
+    let batch = || {
+        vec![
+            alert("exec", "seen before", "ns"),
+            alert("exec", "new", "ns"),
+            alert("exec", "new", "ns"),
+            alert("exec", "over budget", "ns"),
+        ]
+    };
+    // Would store one delivery ("new"); the store fails: nothing changes.
+    assert_eq!(failed_batch(&pipeline, batch(), T0 + 1), 1);
+    assert_eq!(failed_batch(&pipeline, batch(), T0 + 2), 1);
+    // The retry is decided as the first attempt would have been.
+    assert_eq!(
+        outcomes(&pipeline, batch(), T0 + 3),
+        [
+            Outcome::Deduplicated,
+            Outcome::Admitted,
+            Outcome::Deduplicated,
+            Outcome::Folded
+        ]
+    );
+    // The failed attempts counted no suppressed duplicates: the next notice of "seen
+    // before" reports the one of the stored batch only.
+    let next = pipeline.admit(vec![alert("exec", "seen before", "ns")], T0 + 11 * MINUTE);
+    let notice = next
+        .deliveries
+        .iter()
+        .find(|d| d.alert.title == "seen before")
+        .expect("admitted after its window");
+    assert_eq!(notice.alert.suppressed, 1);
+}
+
+#[test]
+fn a_budget_digest_whose_store_fails_stays_due() {
+    let mut s = settings(&["console"]);
+    s.rule_defaults = RulePolicy {
+        budget: 1,
+        budget_window: Duration::from_secs(60),
+        ..RulePolicy::default()
+    };
+    let pipeline = Pipeline::new(s, targets(&["console"]));
+    let flood: Vec<Alert> = (0..4)
+        .map(|i| alert("flood", &format!("f{i}"), "ns"))
+        .collect();
+    pipeline.admit(flood, T0);
+    let failed = pipeline.store_due_digests(T0 + MINUTE, |due| Err::<(), usize>(due.len()));
+    assert_eq!(failed, Err(1));
+    let stored = pipeline.store_due_digests(T0 + MINUTE + 1, |due| {
+        Ok::<_, ()>(
+            due.iter()
+                .map(|d| d.alert.title.clone())
+                .collect::<Vec<_>>(),
+        )
+    });
+    assert_eq!(stored, Ok(vec!["flood fired 3 more times".to_owned()]));
+    assert!(pipeline.due_digests(T0 + 2 * MINUTE).is_empty());
+}

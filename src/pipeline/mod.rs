@@ -127,13 +127,14 @@ pub struct Admission {
     pub outcomes: Vec<(String, Outcome)>,
 }
 
+#[derive(Clone)]
 struct DedupEntry {
     window_start: i64,
     window: i64,
     suppressed: u64,
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Budget {
     window_start: i64,
     sent: u32,
@@ -148,6 +149,44 @@ struct State {
     dedup: HashMap<String, DedupEntry>,
     budgets: HashMap<String, Budget>,
     since_sweep: usize,
+}
+
+/// What an uncommitted admission changed, to put back if its batch is not stored: each
+/// touched entry as it was before its first change (`None`: it did not exist).
+#[derive(Default)]
+struct Undo {
+    dedup: Vec<(String, Option<DedupEntry>)>,
+    budgets: HashMap<String, Option<Budget>>,
+}
+
+impl Undo {
+    fn dedup(&mut self, state: &State, key: &str) {
+        self.dedup
+            .push((key.to_owned(), state.dedup.get(key).cloned()));
+    }
+
+    fn budget(&mut self, state: &State, rule: &str) {
+        if !self.budgets.contains_key(rule) {
+            self.budgets
+                .insert(rule.to_owned(), state.budgets.get(rule).cloned());
+        }
+    }
+
+    /// Puts every touched entry back as it was (the latest change first).
+    fn roll_back(self, state: &mut State) {
+        for (key, before) in self.dedup.into_iter().rev() {
+            match before {
+                Some(entry) => state.dedup.insert(key, entry),
+                None => state.dedup.remove(&key),
+            };
+        }
+        for (rule, before) in self.budgets {
+            match before {
+                Some(budget) => state.budgets.insert(rule, budget),
+                None => state.budgets.remove(&rule),
+            };
+        }
+    }
 }
 
 /// The admission stage, shared by every batch.
@@ -183,30 +222,57 @@ impl Pipeline {
     }
 
     /// Admits `alerts` at `now_ms` (milliseconds since the Unix epoch), after emitting any
-    /// budget digest whose window has ended by then.
-    pub fn admit(&self, mut alerts: Vec<Alert>, now_ms: i64) -> Admission {
+    /// budget digest whose window has ended by then; the decisions take effect at once.
+    pub fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Admission {
+        match self.transact(alerts, now_ms, |_| Ok::<_, std::convert::Infallible>(())) {
+            Ok((admission, ())) => admission,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Admits `alerts` as [`Pipeline::admit`] does, then hands the admission to `store`
+    /// (the outbox write) while no other admission can start. The dedup, budget and shared
+    /// state changes take effect only if `store` succeeds; if it fails they are undone, so
+    /// the batch leaves no trace and its retry is decided as it was the first time.
+    pub fn transact<T, E>(
+        &self,
+        mut alerts: Vec<Alert>,
+        now_ms: i64,
+        store: impl FnOnce(&Admission) -> Result<T, E>,
+    ) -> Result<(Admission, T), E> {
         alerts.iter_mut().for_each(fill_keys);
-        let shared = self.shared_decisions(&alerts, now_ms);
+        let (shared, asked) = self.shared_decisions(&alerts, now_ms);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut undo = Undo::default();
         let mut out = Admission {
-            deliveries: self.due_digests_locked(&mut state, now_ms),
+            deliveries: self.due_digests_locked(&mut state, &mut undo, now_ms),
             outcomes: Vec::with_capacity(alerts.len()),
         };
         for (i, mut alert) in alerts.into_iter().enumerate() {
             let shared = shared.as_ref().map(|decisions| decisions[i]);
-            let outcome = self.decide(&mut state, &mut alert, shared, now_ms);
-            telemetry::alert_outcome(&alert.rule, outcome.as_str());
+            let outcome = self.decide(&mut state, &mut undo, &mut alert, shared, now_ms);
             if outcome == Outcome::Admitted {
                 let deliveries = self.route(&alert);
                 out.deliveries.extend(deliveries);
             }
             out.outcomes.push((alert.rule, outcome));
         }
+        let stored = match store(&out) {
+            Ok(stored) => stored,
+            Err(err) => {
+                undo.roll_back(&mut state);
+                return Err(err);
+            }
+        };
+        self.record_shared(&asked, now_ms);
+        for (rule, outcome) in &out.outcomes {
+            telemetry::alert_outcome(rule, outcome.as_str());
+        }
         state.since_sweep += out.outcomes.len();
         if state.since_sweep >= 1024 || state.dedup.len() > MAX_DEDUP_KEYS {
             sweep(&mut state, now_ms);
         }
-        out
+        Ok((out, stored))
     }
 
     /// How many dedup keys are remembered now.
@@ -218,10 +284,20 @@ impl Pipeline {
             .len()
     }
 
-    /// Budget digests whose window has ended by `now_ms`.
+    /// Budget digests whose window has ended by `now_ms`, taken at once.
     pub fn due_digests(&self, now_ms: i64) -> Vec<Delivery> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        self.due_digests_locked(&mut state, now_ms)
+        self.admit(Vec::new(), now_ms).deliveries
+    }
+
+    /// Hands the budget digests due by `now_ms` to `store`; they stay pending (and due) if
+    /// it fails.
+    pub fn store_due_digests<T, E>(
+        &self,
+        now_ms: i64,
+        store: impl FnOnce(&[Delivery]) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.transact(Vec::new(), now_ms, |admission| store(&admission.deliveries))
+            .map(|(_, stored)| stored)
     }
 
     /// Every pending budget digest, due or not (end of a replay).
@@ -230,9 +306,16 @@ impl Pipeline {
     }
 
     /// The shared store's verdict for each alert (`NotAsked` for a silenced one, which
-    /// never reaches dedup), or `None` when there is no shared store or it did not answer.
-    fn shared_decisions(&self, alerts: &[Alert], now_ms: i64) -> Option<Vec<SharedDecision>> {
-        let shared = self.shared.as_ref()?;
+    /// never reaches dedup), or `None` when there is no shared store or it did not answer;
+    /// and the keys it was asked, to record once the batch is stored.
+    fn shared_decisions(
+        &self,
+        alerts: &[Alert],
+        now_ms: i64,
+    ) -> (Option<Vec<SharedDecision>>, Vec<AdmissionKey>) {
+        let Some(shared) = self.shared.as_ref() else {
+            return (None, Vec::new());
+        };
         let settings = self.settings.load();
         let mut positions = Vec::new();
         let mut keys = Vec::new();
@@ -248,17 +331,30 @@ impl Pipeline {
                 });
             }
         }
-        let verdicts = shared.admit(&keys, now_ms).ok()?;
+        let Ok(verdicts) = shared.decide(&keys, now_ms) else {
+            // Not recorded there either: the replicas' state misses this batch's alerts
+            // (a duplicate later, never a loss).
+            return (None, Vec::new());
+        };
         let mut decisions = vec![SharedDecision::NotAsked; alerts.len()];
         for (i, verdict) in positions.into_iter().zip(verdicts) {
             decisions[i] = SharedDecision::Answered(verdict);
         }
-        Some(decisions)
+        (Some(decisions), keys)
+    }
+
+    /// Records a stored batch's decided keys in the shared store. When it does not answer
+    /// now, the keys are missing there (another replica may send a duplicate, never less).
+    fn record_shared(&self, keys: &[AdmissionKey], now_ms: i64) {
+        if let Some(shared) = self.shared.as_ref().filter(|_| !keys.is_empty()) {
+            let _ = shared.record(keys, now_ms);
+        }
     }
 
     fn decide(
         &self,
         state: &mut State,
+        undo: &mut Undo,
         alert: &mut Alert,
         shared: Option<SharedDecision>,
         now_ms: i64,
@@ -271,7 +367,9 @@ impl Pipeline {
         let window = millis(policy.dedup_window);
         // The local state is kept either way, so an outage of the shared store starts
         // from this replica's recent history.
-        let local = local_dedup(state, dedup_key(alert), window, now_ms);
+        let key = dedup_key(alert);
+        undo.dedup(state, &key);
+        let local = local_dedup(state, key, window, now_ms);
         let (first, shared_sent) = match shared {
             Some(SharedDecision::Answered(Verdict::Duplicate)) => (None, None),
             Some(SharedDecision::Answered(Verdict::First { suppressed, sent })) => {
@@ -283,6 +381,7 @@ impl Pipeline {
             None => return Outcome::Deduplicated,
             Some(suppressed) => alert.suppressed = suppressed,
         }
+        undo.budget(state, &alert.rule);
         let budget = state.budgets.entry(alert.rule.clone()).or_default();
         if budget.sent == 0 && budget.folded == 0 {
             budget.window_start = now_ms;
@@ -307,22 +406,26 @@ impl Pipeline {
         Outcome::Folded
     }
 
-    fn due_digests_locked(&self, state: &mut State, now_ms: i64) -> Vec<Delivery> {
+    fn due_digests_locked(&self, state: &mut State, undo: &mut Undo, now_ms: i64) -> Vec<Delivery> {
         let settings = self.settings.load();
-        let mut out = Vec::new();
-        let mut due: Vec<(&String, &mut Budget)> = state
+        let mut due: Vec<String> = state
             .budgets
-            .iter_mut()
+            .iter()
             .filter(|(rule, b)| {
                 let window = millis(settings.policy(rule).budget_window);
                 (b.sent > 0 || b.folded > 0) && now_ms >= b.window_start.saturating_add(window)
             })
+            .map(|(rule, _)| rule.clone())
             .collect();
-        due.sort_by(|a, b| a.0.cmp(b.0));
-        for (rule, budget) in due {
-            let policy = settings.policy(rule);
-            let taken = std::mem::take(budget);
-            if let Some(digest) = digest(rule, &policy, taken) {
+        due.sort();
+        let mut out = Vec::new();
+        for rule in due {
+            undo.budget(state, &rule);
+            let Some(budget) = state.budgets.get_mut(&rule) else {
+                continue;
+            };
+            let policy = settings.policy(&rule);
+            if let Some(digest) = digest(&rule, &policy, std::mem::take(budget)) {
                 out.extend(self.route(&digest));
             }
         }

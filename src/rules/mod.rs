@@ -18,4 +18,4 @@ pub use ruleset::{
     Evaluation, LoadError, LoadErrors, Rule, RuleRun, Ruleset, ScriptError, ScriptLimits,
     ScriptSource, Selection,
 };
-pub use state::{MAX_TIMESTAMPS, StateStore};
+pub use state::{MAX_TIMESTAMPS, Staged, StateStore};

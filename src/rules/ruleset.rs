@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::alert::{Alert, AlertContext, AlertSpec};
 use super::api::{self, ScriptEvent};
 use super::index::{MATCH_CONST, RuleFilter, RuleIndex};
-use super::state::StateStore;
+use super::state::{Staged, StateStore};
 use crate::audit::Event;
 
 /// Sandbox limits for every script run; each is per run of one script on one event.
@@ -286,6 +286,8 @@ struct Frame {
     /// The evaluation's clock (ms since the epoch) and the stateful helpers' memory.
     now_ms: i64,
     state: Option<Arc<StateStore>>,
+    /// The sightings of the batch being evaluated, recorded when it is stored.
+    staged: Staged,
     settings: Option<Arc<Map>>,
 }
 
@@ -448,13 +450,49 @@ impl Ruleset {
         self.evaluate_at(event, crate::pipeline::wall_clock_ms())
     }
 
-    /// Runs every rule on `event`, with `now_ms` as the stateful helpers' clock.
+    /// Runs every rule on `event`, with `now_ms` as the stateful helpers' clock; the
+    /// helpers' sightings are recorded at once.
     pub fn evaluate_at(&self, event: Arc<Event>, now_ms: i64) -> Evaluation {
         self.evaluate_selected(event, now_ms, Selection::Indexed)
     }
 
-    /// Runs the `selection` of rules on `event`, with `now_ms` as the stateful helpers' clock.
+    /// Runs the `selection` of rules on `event`, with `now_ms` as the stateful helpers'
+    /// clock; the helpers' sightings are recorded at once.
     pub fn evaluate_selected(
+        &self,
+        event: Arc<Event>,
+        now_ms: i64,
+        selection: Selection,
+    ) -> Evaluation {
+        let mut staged = Staged::default();
+        let evaluation = self.evaluate_staged(event, now_ms, selection, &mut staged);
+        self.commit_sightings(staged);
+        evaluation
+    }
+
+    /// Runs the `selection` of rules on `event` as part of a batch: the stateful helpers
+    /// see the sightings `staged` by the batch so far and stage theirs there, to be
+    /// recorded with [`Ruleset::commit_sightings`] once the batch is stored (or dropped).
+    pub fn evaluate_staged(
+        &self,
+        event: Arc<Event>,
+        now_ms: i64,
+        selection: Selection,
+        staged: &mut Staged,
+    ) -> Evaluation {
+        FRAME.with(|f| f.borrow_mut().staged = std::mem::take(staged));
+        let evaluation = self.evaluate_unstaged(event, now_ms, selection);
+        FRAME.with(|f| *staged = std::mem::take(&mut f.borrow_mut().staged));
+        evaluation
+    }
+
+    /// Records a stored batch's staged sightings in the stateful helpers' memory.
+    pub fn commit_sightings(&self, staged: Staged) {
+        self.state.commit(staged);
+    }
+
+    /// The evaluation itself, with the frame's staged sightings.
+    fn evaluate_unstaged(
         &self,
         event: Arc<Event>,
         now_ms: i64,
@@ -699,13 +737,26 @@ fn stateful(
 /// included.
 fn count_over(ctx: NativeCallContext, key: &str, window: &str) -> Result<i64, Box<EvalAltResult>> {
     let (state, key, window_ms, now_ms) = stateful(&ctx, "count_over", key, window)?;
-    Ok(state.count_over(&key, window_ms, now_ms))
+    Ok(with_staged(|staged| {
+        state.count_over(&key, window_ms, now_ms, staged)
+    }))
 }
 
 /// `first_seen(key, window)`: true when this rule has not seen `key` within `window`.
 fn first_seen(ctx: NativeCallContext, key: &str, window: &str) -> Result<bool, Box<EvalAltResult>> {
     let (state, key, window_ms, now_ms) = stateful(&ctx, "first_seen", key, window)?;
-    Ok(state.first_seen(&key, window_ms, now_ms))
+    Ok(with_staged(|staged| {
+        state.first_seen(&key, window_ms, now_ms, staged)
+    }))
+}
+
+/// Runs `f` on the running batch's staged sightings (taken out of the frame meanwhile, so
+/// that a shared-store call inside `f` holds no borrow of it).
+fn with_staged<T>(f: impl FnOnce(&mut Staged) -> T) -> T {
+    let mut staged = FRAME.with(|frame| std::mem::take(&mut frame.borrow_mut().staged));
+    let out = f(&mut staged);
+    FRAME.with(|frame| frame.borrow_mut().staged = staged);
+    out
 }
 
 /// `setting(name, default)`: `[scripts.settings]`'s value for `name`, else `default`.

@@ -3,6 +3,11 @@
 //! With the Redis backend the answers come from the replicas' shared memory (`state`
 //! module) while it answers; this memory records every sighting either way.
 //!
+//! A batch's sightings are staged ([`Staged`]): the scripts of that batch see them at once,
+//! but the store (and the shared memory) records them only when the batch's alerts are
+//! stored ([`StateStore::commit`]), so a batch that fails to store leaves no trace and its
+//! retry counts the same sightings again, once.
+//!
 //! Keys are scoped per rule. Memory is bounded: at most [`MAX_TIMESTAMPS`] remembered
 //! sightings in all (8 bytes each plus the key), past which the least recently used keys
 //! are forgotten first; expired sightings are dropped whenever a key is touched and on a
@@ -11,7 +16,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::state::SharedHelpers;
+use crate::state::{SharedHelpers, SharedSighting};
 
 /// Most sightings remembered across all keys (about 8 MiB plus keys).
 pub const MAX_TIMESTAMPS: usize = 1_000_000;
@@ -34,6 +39,60 @@ struct Inner {
     calls: usize,
 }
 
+/// Which helper staged a sighting (the shared memory keeps them differently).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `count_over`: every sighting counts.
+    Count,
+    /// `first_seen`: one sighting per window.
+    First,
+}
+
+/// One sighting staged by a batch.
+#[derive(Debug, Clone)]
+struct Sighting {
+    key: String,
+    window_ms: i64,
+    at_ms: i64,
+    kind: Kind,
+}
+
+/// The sightings a batch's evaluation made, not yet recorded; dropped when the batch
+/// fails, committed with [`StateStore::commit`] when it is stored.
+#[derive(Debug, Default)]
+pub struct Staged {
+    sightings: Vec<Sighting>,
+}
+
+impl Staged {
+    /// Sightings staged so far.
+    pub fn len(&self) -> usize {
+        self.sightings.len()
+    }
+
+    /// Whether nothing was staged.
+    pub fn is_empty(&self) -> bool {
+        self.sightings.is_empty()
+    }
+
+    /// Staged sightings of `key` after `cutoff`.
+    fn count_after(&self, key: &str, cutoff: i64) -> usize {
+        self.sightings
+            .iter()
+            .filter(|s| s.at_ms > cutoff && s.key == key)
+            .count()
+    }
+
+    fn push(&mut self, key: &str, window_ms: i64, at_ms: i64, kind: Kind) {
+        self.sightings.push(Sighting {
+            key: key.to_owned(),
+            window_ms,
+            at_ms,
+            kind,
+        });
+    }
+}
+
 /// The stateful helpers' memory, shared by every script of a rule set and kept across
 /// reloads.
 #[derive(Default)]
@@ -50,67 +109,87 @@ impl StateStore {
         let _ = self.shared.set(shared);
     }
 
-    /// `count_over`: all replicas' sightings while the shared store answers, else this
-    /// replica's.
-    pub fn count_over(&self, key: &str, window_ms: i64, now_ms: i64) -> i64 {
-        let local = self.count_over_locally(key, window_ms, now_ms);
-        self.shared_or(local, |shared| shared.count_over(key, window_ms, now_ms))
+    /// `count_over`: the sightings of `key` within `window_ms` recorded by all replicas
+    /// while the shared store answers (else by this replica), plus those `staged` by this
+    /// batch, plus this one, which is staged.
+    pub fn count_over(&self, key: &str, window_ms: i64, now_ms: i64, staged: &mut Staged) -> i64 {
+        let recorded = self.shared_or(
+            || self.count_locally(key, window_ms, now_ms),
+            |shared| shared.count_within(key, window_ms, now_ms),
+        );
+        let count = recorded + as_i64(staged.count_after(key, now_ms - window_ms)) + 1;
+        staged.push(key, window_ms, now_ms, Kind::Count);
+        count
     }
 
-    /// `first_seen`: across all replicas while the shared store answers, else on this
-    /// replica.
-    pub fn first_seen(&self, key: &str, window_ms: i64, now_ms: i64) -> bool {
-        let local = self.first_seen_locally(key, window_ms, now_ms);
-        self.shared_or(local, |shared| shared.first_seen(key, window_ms, now_ms))
+    /// `first_seen`: true when neither the recorded sightings (all replicas' while the
+    /// shared store answers) nor this batch's `staged` ones hold `key` within `window_ms`;
+    /// then this sighting is staged.
+    pub fn first_seen(&self, key: &str, window_ms: i64, now_ms: i64, staged: &mut Staged) -> bool {
+        let seen = self.shared_or(
+            || self.count_locally(key, window_ms, now_ms) > 0,
+            |shared| shared.seen_within(key, window_ms, now_ms),
+        ) || staged.count_after(key, now_ms - window_ms) > 0;
+        if !seen {
+            staged.push(key, window_ms, now_ms, Kind::First);
+        }
+        !seen
     }
 
-    /// The shared store's answer, or `local` without one or when it does not answer.
+    /// Records a batch's staged sightings (its alerts are stored): in this replica's
+    /// memory always, and in the shared memory while it answers.
+    pub fn commit(&self, staged: Staged) {
+        if staged.is_empty() {
+            return;
+        }
+        if let Some(shared) = self.shared.get() {
+            let sightings: Vec<SharedSighting<'_>> = staged
+                .sightings
+                .iter()
+                .map(|s| SharedSighting {
+                    key: &s.key,
+                    window_ms: s.window_ms,
+                    at_ms: s.at_ms,
+                    once_per_window: s.kind == Kind::First,
+                })
+                .collect();
+            // Not recorded there when it does not answer: a later count is lower, a later
+            // first_seen may be true again (a duplicate, never a loss).
+            let _ = shared.record(&sightings);
+        }
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        for sighting in staged.sightings {
+            inner.record(sighting);
+        }
+    }
+
+    /// The shared store's answer, else (without one or when it does not answer) `local`'s.
     fn shared_or<T>(
         &self,
-        local: T,
+        local: impl FnOnce() -> T,
         ask: impl FnOnce(&dyn SharedHelpers) -> Result<T, crate::state::Unavailable>,
     ) -> T {
-        self.shared
-            .get()
-            .and_then(|shared| ask(shared.as_ref()).ok())
-            .unwrap_or(local)
+        match self.shared.get().map(|shared| ask(shared.as_ref())) {
+            Some(Ok(answer)) => answer,
+            _ => local(),
+        }
     }
 
-    /// Records a sighting of `key` at `now_ms` and returns how many sightings fall within
-    /// the last `window_ms`, this one included.
-    fn count_over_locally(&self, key: &str, window_ms: i64, now_ms: i64) -> i64 {
+    /// This replica's recorded sightings of `key` within the last `window_ms`.
+    fn count_locally(&self, key: &str, window_ms: i64, now_ms: i64) -> i64 {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let count = {
             let Inner { keys, total, .. } = &mut *inner;
-            let state = keys.entry(key.to_owned()).or_default();
-            state.window_ms = window_ms;
-            *total -= prune(&mut state.times, now_ms - window_ms);
-            state.times.push_back(now_ms);
-            *total += 1;
-            state.times.len()
-        };
-        inner.after_call(now_ms);
-        i64::try_from(count).unwrap_or(i64::MAX)
-    }
-
-    /// True when `key` was not seen within the last `window_ms` (then it is recorded as
-    /// seen now); false otherwise (the earlier sighting is kept).
-    fn first_seen_locally(&self, key: &str, window_ms: i64, now_ms: i64) -> bool {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let first = {
-            let Inner { keys, total, .. } = &mut *inner;
-            let state = keys.entry(key.to_owned()).or_default();
-            state.window_ms = window_ms;
-            *total -= prune(&mut state.times, now_ms - window_ms);
-            let first = state.times.is_empty();
-            if first {
-                state.times.push_back(now_ms);
-                *total += 1;
+            match keys.get_mut(key) {
+                Some(state) => {
+                    *total -= prune(&mut state.times, now_ms - window_ms);
+                    state.times.len()
+                }
+                None => 0,
             }
-            first
         };
         inner.after_call(now_ms);
-        first
+        as_i64(count)
     }
 
     /// Sightings remembered now.
@@ -125,6 +204,20 @@ impl StateStore {
 }
 
 impl Inner {
+    /// Records a committed sighting, in time order (batches commit in any order).
+    fn record(&mut self, sighting: Sighting) {
+        let state = self.keys.entry(sighting.key).or_default();
+        state.window_ms = sighting.window_ms;
+        self.total -= prune(&mut state.times, sighting.at_ms - sighting.window_ms);
+        let first_in_window = state.times.is_empty();
+        if sighting.kind == Kind::Count || first_in_window {
+            let at = state.times.partition_point(|t| *t <= sighting.at_ms);
+            state.times.insert(at, sighting.at_ms);
+            self.total += 1;
+        }
+        self.after_call(sighting.at_ms);
+    }
+
     fn after_call(&mut self, now_ms: i64) {
         self.calls += 1;
         if self.calls.is_multiple_of(SWEEP_EVERY) {
@@ -169,6 +262,10 @@ impl Inner {
     }
 }
 
+fn as_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 /// Removes sightings older than `cutoff`; returns how many.
 fn prune(times: &mut VecDeque<i64>, cutoff: i64) -> usize {
     let before = times.len();
@@ -184,35 +281,86 @@ mod tests {
 
     const MIN: i64 = 60_000;
 
+    /// `count_over` in a batch of its own, committed.
+    fn count(store: &StateStore, key: &str, window_ms: i64, now_ms: i64) -> i64 {
+        let mut staged = Staged::default();
+        let n = store.count_over(key, window_ms, now_ms, &mut staged);
+        store.commit(staged);
+        n
+    }
+
+    /// `first_seen` in a batch of its own, committed.
+    fn first(store: &StateStore, key: &str, window_ms: i64, now_ms: i64) -> bool {
+        let mut staged = Staged::default();
+        let first = store.first_seen(key, window_ms, now_ms, &mut staged);
+        store.commit(staged);
+        first
+    }
+
     #[test]
     fn count_over_counts_sightings_in_the_window_this_one_included() {
         let store = StateStore::default();
         let counts: Vec<i64> = (0..5)
-            .map(|i| store.count_over("10.0.0.9", 5 * MIN, i * MIN))
+            .map(|i| count(&store, "10.0.0.9", 5 * MIN, i * MIN))
             .collect();
         assert_eq!(counts, [1, 2, 3, 4, 5]);
         // At 5 min the first sighting (at 0) has left the window.
-        assert_eq!(store.count_over("10.0.0.9", 5 * MIN, 5 * MIN), 5);
-        assert_eq!(store.count_over("other", 5 * MIN, 5 * MIN), 1);
-        assert_eq!(store.count_over("10.0.0.9", 5 * MIN, 20 * MIN), 1);
+        assert_eq!(count(&store, "10.0.0.9", 5 * MIN, 5 * MIN), 5);
+        assert_eq!(count(&store, "other", 5 * MIN, 5 * MIN), 1);
+        assert_eq!(count(&store, "10.0.0.9", 5 * MIN, 20 * MIN), 1);
     }
 
     #[test]
     fn first_seen_is_true_once_per_window() {
         let store = StateStore::default();
         let day = 24 * 60 * MIN;
-        assert!(store.first_seen("alice/payments", day, 0));
-        assert!(!store.first_seen("alice/payments", day, 10 * MIN));
-        assert!(store.first_seen("bob/payments", day, 10 * MIN));
-        assert!(!store.first_seen("alice/payments", day, day - 1));
-        assert!(store.first_seen("alice/payments", day, day));
+        assert!(first(&store, "alice/payments", day, 0));
+        assert!(!first(&store, "alice/payments", day, 10 * MIN));
+        assert!(first(&store, "bob/payments", day, 10 * MIN));
+        assert!(!first(&store, "alice/payments", day, day - 1));
+        assert!(first(&store, "alice/payments", day, day));
+    }
+
+    #[test]
+    fn a_batch_sees_its_own_sightings_and_records_them_only_when_committed() {
+        let store = StateStore::default();
+        let mut failed = Staged::default();
+        assert_eq!(store.count_over("ip", 5 * MIN, 0, &mut failed), 1);
+        assert_eq!(store.count_over("ip", 5 * MIN, 1, &mut failed), 2);
+        assert!(store.first_seen("user", 5 * MIN, 1, &mut failed));
+        assert!(!store.first_seen("user", 5 * MIN, 2, &mut failed));
+        // The batch failed to store: dropped, nothing recorded.
+        drop(failed);
+        assert!(store.is_empty());
+        // Its retry counts the same sightings, once.
+        let mut retry = Staged::default();
+        assert_eq!(store.count_over("ip", 5 * MIN, 0, &mut retry), 1);
+        assert_eq!(store.count_over("ip", 5 * MIN, 1, &mut retry), 2);
+        assert!(store.first_seen("user", 5 * MIN, 1, &mut retry));
+        store.commit(retry);
+        assert_eq!(store.len(), 3);
+        assert_eq!(count(&store, "ip", 5 * MIN, 2), 3);
+        assert!(!first(&store, "user", 5 * MIN, 3));
+    }
+
+    #[test]
+    fn batches_committed_out_of_order_keep_their_sightings_in_time_order() {
+        let store = StateStore::default();
+        let mut later = Staged::default();
+        store.count_over("k", 10 * MIN, 5 * MIN, &mut later);
+        let mut earlier = Staged::default();
+        store.count_over("k", 10 * MIN, MIN, &mut earlier);
+        store.commit(later);
+        store.commit(earlier);
+        // At 11.5 min the sighting at 1 min has left the window; the one at 5 min has not.
+        assert_eq!(count(&store, "k", 10 * MIN, 11 * MIN + MIN / 2), 2);
     }
 
     #[test]
     fn memory_stays_under_the_cap() {
         let store = StateStore::default();
         for i in 0..(MAX_TIMESTAMPS as i64 + 10_000) {
-            store.count_over(&format!("k{}", i % 50_000), i64::MAX / 4, i);
+            count(&store, &format!("k{}", i % 50_000), i64::MAX / 4, i);
         }
         assert!(store.len() <= MAX_TIMESTAMPS);
     }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{ApiError, AppState, store};
 use crate::audit::{self, DecodeError, Event};
 use crate::pipeline::wall_clock_ms;
-use crate::rules::{Alert, Ruleset};
+use crate::rules::{Alert, Ruleset, Selection, Staged};
 use crate::state::Claim;
 use crate::telemetry;
 
@@ -88,18 +88,25 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
         .collect();
     let duplicates = accepted - events.len();
     telemetry::duplicates_skipped(duplicates);
-    let alerts = evaluate(&rules, events);
+    let now_ms = wall_clock_ms();
+    let mut sightings = Staged::default();
+    let alerts = evaluate(&rules, events, now_ms, &mut sightings);
     let alert_count = alerts.len();
-    let admission = state.pipeline.admit(alerts, wall_clock_ms());
-    let stored = store(&state.outbox, &admission.deliveries, wall_clock_ms());
-    match &stored {
-        Ok(()) => confirm_claims(state, &claimed),
-        Err(_) => release_claims(state, &claimed),
-    }
-    stored.map_err(|err| {
-        tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
-        ApiError::Unavailable(err.to_string())
-    })?;
+    // The batch is a transaction: what it changes (seen events, claims, dedup keys, budgets,
+    // sightings) takes effect only once its deliveries are stored.
+    let stored = state.pipeline.transact(alerts, now_ms, |admission| {
+        store(&state.outbox, &admission.deliveries, now_ms)
+    });
+    let admission = match stored {
+        Ok((admission, ())) => admission,
+        Err(err) => {
+            release_claims(state, &claimed);
+            tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
+            return Err(ApiError::Unavailable(err.to_string()));
+        }
+    };
+    rules.commit_sightings(sightings);
+    confirm_claims(state, &claimed);
     state.seen.record(keys);
     Ok(BatchReply {
         accepted,
@@ -177,15 +184,21 @@ fn as_pairs(claimed: &[(String, String)]) -> Vec<(&str, &str)> {
         .collect()
 }
 
-/// Runs the rules on every event (those the index admits); logs and counts script errors;
-/// records timings.
-fn evaluate(rules: &Ruleset, events: Vec<Event>) -> Vec<Alert> {
+/// Runs the rules on every event (those the index admits) at `now_ms`, staging the stateful
+/// helpers' sightings in `sightings`; logs and counts script errors; records timings.
+fn evaluate(
+    rules: &Ruleset,
+    events: Vec<Event>,
+    now_ms: i64,
+    sightings: &mut Staged,
+) -> Vec<Alert> {
     let mut alerts = Vec::new();
     // Per rule: events it ran on (the index skips the others) and their total time.
     let mut runs: Vec<(usize, u64)> = vec![(0, 0); rules.rules().len()];
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for event in events {
-        let evaluation = rules.evaluate(Arc::new(event));
+        let evaluation =
+            rules.evaluate_staged(Arc::new(event), now_ms, Selection::Indexed, sightings);
         for err in &evaluation.errors {
             tracing::warn!(
                 rule = %err.rule,

@@ -199,7 +199,10 @@ impl Server {
         }
         let state = self.state.clone();
         let flushed = tokio::task::spawn_blocking(move || {
-            store(&state.outbox, &state.pipeline.flush(), wall_clock_ms())
+            let now_ms = wall_clock_ms();
+            state
+                .pipeline
+                .store_due_digests(i64::MAX, |due| store(&state.outbox, due, now_ms))
         })
         .await;
         if let Ok(Err(err)) = flushed {
@@ -217,9 +220,11 @@ async fn ticker(state: Arc<AppState>) {
         tick.tick().await;
         let state = state.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let due = state.pipeline.due_digests(wall_clock_ms());
-            store(&state.outbox, &due, wall_clock_ms())?;
-            if !due.is_empty() {
+            let now_ms = wall_clock_ms();
+            let stored = state.pipeline.store_due_digests(now_ms, |due| {
+                store(&state.outbox, due, now_ms).map(|()| due.len())
+            })?;
+            if stored > 0 {
                 state.waker.wake();
             }
             let sizes = state.outbox.sizes()?;

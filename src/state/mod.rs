@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use self::redis::{
     AdmissionKey, BoxFuture, Claim, RedisState, SharedDedup, SharedHelpers, SharedRate,
-    Unavailable, Verdict,
+    SharedSighting, Unavailable, Verdict,
 };
 use crate::notify::Secret;
 

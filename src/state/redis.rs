@@ -6,13 +6,15 @@
 //!   [`CLAIM_MS`] while its batch is evaluated and stored, then `done` for the event-dedup
 //!   window; deleted if storing fails. `SET … NX GET` needs Redis 7.0 or later.
 //! - `dedup:{rule}\x1f{dedup_key}` — a hash `s` (window start, ms), `w` (window, ms),
-//!   `n` (suppressed since the last notice), TTL twice the window plus a minute; decided
-//!   atomically per batch by one Lua script, together with:
+//!   `n` (suppressed since the last notice), TTL twice the window plus a minute; a batch's
+//!   alerts are decided by one read-only Lua script and recorded by another once the batch
+//!   is stored, together with:
 //! - `budget:{rule}` — a hash `s` (budget window start, ms), `n` (alerts admitted in it
 //!   by all replicas), TTL the window plus a minute.
 //! - `helper:{rule}\x1f{key}` — `count_over`: a sorted set of sightings scored by time
-//!   (older than the window dropped on each call), TTL the window; `first_seen`: a string
-//!   set with `SET NX PX window`.
+//!   (read with `ZCOUNT`; older than the window dropped when a batch records its own),
+//!   expiring a window after the last; `first_seen`: a string set with `SET NX PXAT` its
+//!   sighting's time plus the window. Written only once the batch is stored.
 //! - `rate:{target}` — the target's theoretical arrival time (GCRA, ms on Redis's own
 //!   clock), so a target's rate holds across replicas; TTL the time it covers plus a
 //!   second.
@@ -48,10 +50,48 @@ pub enum Claim {
     Elsewhere,
 }
 
-/// Decides a whole batch's alerts: for each (dedup key, budget key) pair, `-1, 0` when the
-/// dedup key is inside its window (its suppressed count grows), else the suppressed count
-/// of the window that ended (the key's window restarts now) and the alert's number in its
-/// rule's budget window (over the budget: folded).
+/// Decides a whole batch's alerts without writing: for each (dedup key, budget key) pair,
+/// `-1, 0` when the dedup key is inside its window, else the suppressed count of the window
+/// that ended and the alert's number in its rule's budget window (over the budget: folded).
+/// The batch's own earlier alerts count, in a table of the script's.
+const DECIDE_SCRIPT: &str = r"
+local now = tonumber(ARGV[1])
+local out, dedup, budgets = {}, {}, {}
+for i = 1, #KEYS / 2 do
+  local key, budget_key = KEYS[2 * i - 1], KEYS[2 * i]
+  local window, budget_window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local state = dedup[key]
+  if not state then
+    local stored = redis.call('HMGET', key, 's', 'w', 'n')
+    state = { s = tonumber(stored[1]), w = tonumber(stored[2]), n = tonumber(stored[3] or '0') }
+  end
+  if state.s and now < state.s + state.w then
+    state.n = state.n + 1
+    out[2 * i - 1], out[2 * i] = -1, 0
+  else
+    out[2 * i - 1] = state.n
+    state = { s = now, w = window, n = 0 }
+    local budget = budgets[budget_key]
+    if not budget then
+      local stored = redis.call('HMGET', budget_key, 's', 'n')
+      budget = { s = tonumber(stored[1]), n = tonumber(stored[2] or '0') }
+    end
+    if not budget.s or now >= budget.s + budget_window then
+      budget = { s = now, n = 1 }
+    else
+      budget.n = budget.n + 1
+    end
+    budgets[budget_key] = budget
+    out[2 * i] = budget.n
+  end
+  dedup[key] = state
+end
+return out
+";
+
+/// Records a stored batch's alerts, as [`DECIDE_SCRIPT`] decided them (deciding again on
+/// what the store holds now): a dedup key inside its window counts one more suppressed
+/// alert, else its window restarts now and its rule's budget counts the alert.
 const DEDUP_SCRIPT: &str = r"
 local now = tonumber(ARGV[1])
 local out = {}
@@ -77,16 +117,6 @@ for i = 1, #KEYS / 2 do
   end
 end
 return out
-";
-
-/// `count_over`: drops the sightings older than the window, adds this one (a unique
-/// member scored by its time), returns how many are left. ARGV: now, window (ms), member.
-const COUNT_SCRIPT: &str = r"
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-redis.call('ZADD', KEYS[1], now, ARGV[3])
-redis.call('PEXPIRE', KEYS[1], window)
-return redis.call('ZCARD', KEYS[1])
 ";
 
 /// GCRA on Redis's clock: `0` when a notice may go now (the slot is taken), else the
@@ -155,18 +185,37 @@ pub enum Verdict {
     },
 }
 
-/// Alert dedup and rule budgets decided across replicas.
+/// Alert dedup and rule budgets decided across replicas, in two steps: a batch's alerts
+/// are decided without writing, and recorded once the batch is stored.
 pub trait SharedDedup: Send + Sync {
-    /// One verdict per key, in order (the alerts of one batch).
-    fn admit(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<Vec<Verdict>, Unavailable>;
+    /// One verdict per key, in order (the alerts of one batch); changes nothing.
+    fn decide(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<Vec<Verdict>, Unavailable>;
+    /// Records the decided keys (the batch is stored).
+    fn record(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<(), Unavailable>;
 }
 
-/// `count_over` and `first_seen` decided across replicas.
+/// A sighting of a stateful helper's key, committed with its batch.
+#[derive(Debug, Clone, Copy)]
+pub struct SharedSighting<'a> {
+    /// The rule-scoped key.
+    pub key: &'a str,
+    /// The helper's window, ms.
+    pub window_ms: i64,
+    /// When it was seen (ms since the epoch).
+    pub at_ms: i64,
+    /// `first_seen` (kept once per window) rather than `count_over` (every one counts).
+    pub once_per_window: bool,
+}
+
+/// The `count_over` and `first_seen` sightings of all replicas. Reads see only committed
+/// sightings: a batch records its own with [`SharedHelpers::record`] once it is stored.
 pub trait SharedHelpers: Send + Sync {
-    /// Records a sighting of `key` at `now_ms`; the sightings within `window_ms`.
-    fn count_over(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<i64, Unavailable>;
-    /// True when `key` was not seen within `window_ms` (it is recorded now).
-    fn first_seen(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<bool, Unavailable>;
+    /// Committed sightings of `key` within `window_ms` before `now_ms`.
+    fn count_within(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<i64, Unavailable>;
+    /// Whether `key` was seen within `window_ms` (a `first_seen` sighting).
+    fn seen_within(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<bool, Unavailable>;
+    /// Records a stored batch's sightings.
+    fn record(&self, sightings: &[SharedSighting<'_>]) -> Result<(), Unavailable>;
 }
 
 /// A Redis server shared by the replicas.
@@ -176,9 +225,9 @@ pub struct RedisState {
     prefix: String,
     timeout: Duration,
     up: AtomicBool,
+    decide_script: Script,
     dedup_script: Script,
     rate_script: Script,
-    count_script: Script,
 }
 
 impl RedisState {
@@ -200,9 +249,9 @@ impl RedisState {
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
             up: AtomicBool::new(true),
+            decide_script: Script::new(DECIDE_SCRIPT),
             dedup_script: Script::new(DEDUP_SCRIPT),
             rate_script: Script::new(RATE_SCRIPT),
-            count_script: Script::new(COUNT_SCRIPT),
         })
     }
 
@@ -282,6 +331,10 @@ impl RedisState {
         })
     }
 
+    fn helper_key(&self, key: &str) -> String {
+        format!("{}helper:{key}", self.prefix)
+    }
+
     fn seen_key(&self, audit_id: &str, stage: &str) -> String {
         format!("{}seen:{audit_id}:{stage}", self.prefix)
     }
@@ -338,19 +391,11 @@ impl RedisState {
 }
 
 impl SharedDedup for RedisState {
-    fn admit(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<Vec<Verdict>, Unavailable> {
+    fn decide(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<Vec<Verdict>, Unavailable> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let mut invocation = self.dedup_script.prepare_invoke();
-        invocation.arg(now_ms);
-        for key in keys {
-            invocation
-                .key(format!("{}dedup:{}", self.prefix, key.dedup_key))
-                .key(format!("{}budget:{}", self.prefix, key.rule))
-                .arg(key.dedup_window_ms.max(1))
-                .arg(key.budget_window_ms.max(1));
-        }
+        let invocation = self.dedup_invocation(&self.decide_script, keys, now_ms);
         let replies: Vec<i64> = self.call("dedup", |mut conn| async move {
             invocation.invoke_async(&mut conn).await
         })?;
@@ -365,35 +410,102 @@ impl SharedDedup for RedisState {
             })
             .collect())
     }
+
+    fn record(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<(), Unavailable> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let invocation = self.dedup_invocation(&self.dedup_script, keys, now_ms);
+        self.call("dedup_record", |mut conn| async move {
+            invocation.invoke_async::<Vec<i64>>(&mut conn).await
+        })
+        .map(drop)
+    }
+}
+
+impl RedisState {
+    /// An invocation of a dedup script with the batch's keys and windows.
+    fn dedup_invocation<'a>(
+        &self,
+        script: &'a Script,
+        keys: &[AdmissionKey],
+        now_ms: i64,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(now_ms);
+        for key in keys {
+            invocation
+                .key(format!("{}dedup:{}", self.prefix, key.dedup_key))
+                .key(format!("{}budget:{}", self.prefix, key.rule))
+                .arg(key.dedup_window_ms.max(1))
+                .arg(key.budget_window_ms.max(1));
+        }
+        invocation
+    }
 }
 
 impl SharedHelpers for RedisState {
-    fn count_over(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<i64, Unavailable> {
-        let member = format!("{now_ms}:{:x}", rand::random::<u64>());
-        let mut invocation = self.count_script.prepare_invoke();
-        invocation
-            .key(format!("{}helper:{key}", self.prefix))
-            .arg(now_ms)
-            .arg(window_ms.max(1))
-            .arg(member);
+    fn count_within(&self, key: &str, window_ms: i64, now_ms: i64) -> Result<i64, Unavailable> {
+        let key = self.helper_key(key);
+        let after = format!("({}", now_ms - window_ms.max(1));
         self.call("count_over", |mut conn| async move {
-            invocation.invoke_async(&mut conn).await
+            redis::cmd("ZCOUNT")
+                .arg(key)
+                .arg(after)
+                .arg("+inf")
+                .query_async(&mut conn)
+                .await
         })
     }
 
-    fn first_seen(&self, key: &str, window_ms: i64, _now_ms: i64) -> Result<bool, Unavailable> {
-        let key = format!("{}helper:{key}", self.prefix);
-        let set: Option<String> = self.call("first_seen", |mut conn| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(1)
-                .arg("NX")
-                .arg("PX")
-                .arg(window_ms.max(1))
-                .query_async(&mut conn)
-                .await
-        })?;
-        Ok(set.is_some())
+    fn seen_within(&self, key: &str, _window_ms: i64, _now_ms: i64) -> Result<bool, Unavailable> {
+        let key = self.helper_key(key);
+        self.call("first_seen", |mut conn| async move {
+            redis::cmd("EXISTS").arg(key).query_async(&mut conn).await
+        })
+    }
+
+    fn record(&self, sightings: &[SharedSighting<'_>]) -> Result<(), Unavailable> {
+        let mut pipe = redis::pipe();
+        for sighting in sightings {
+            let key = self.helper_key(sighting.key);
+            let window = sighting.window_ms.max(1);
+            let until = sighting.at_ms.saturating_add(window);
+            if sighting.once_per_window {
+                pipe.cmd("SET")
+                    .arg(&key)
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PXAT")
+                    .arg(until)
+                    .ignore();
+            } else {
+                let member = format!("{}:{:x}", sighting.at_ms, rand::random::<u64>());
+                pipe.cmd("ZADD")
+                    .arg(&key)
+                    .arg(sighting.at_ms)
+                    .arg(member)
+                    .ignore()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(sighting.at_ms - window)
+                    .ignore()
+                    .cmd("PEXPIREAT")
+                    .arg(&key)
+                    .arg(until)
+                    .arg("GT")
+                    .ignore()
+                    .cmd("PEXPIREAT")
+                    .arg(&key)
+                    .arg(until)
+                    .arg("NX")
+                    .ignore();
+            }
+        }
+        self.call("record_sightings", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
     }
 }
 
