@@ -2,6 +2,8 @@
 //! receiver.
 #![allow(dead_code)]
 
+pub mod alerts;
+pub mod apiserver;
 pub mod certs;
 pub mod klaxon;
 pub mod metrics;

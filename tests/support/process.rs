@@ -18,12 +18,18 @@ impl Daemon {
     /// Starts `klaxon --log-format json serve --listen 127.0.0.1:0` with `args` before `serve`
     /// and `envs`, and waits for its "listening" log line.
     pub fn start(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_listening(args, envs, "127.0.0.1:0")
+    }
+
+    /// Starts klaxon as [`Daemon::start`] does, listening on `listen` (a restart on the
+    /// address the apiserver posts to).
+    pub fn start_listening(args: &[&str], envs: &[(&str, &str)], listen: &str) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_klaxon"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("--log-format")
             .arg("json")
             .args(args)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
