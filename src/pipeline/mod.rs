@@ -264,13 +264,15 @@ impl Pipeline {
                 return Err(err);
             }
         };
-        self.record_shared(&asked, now_ms);
-        for (rule, outcome) in &out.outcomes {
-            telemetry::alert_outcome(rule, outcome.as_str());
-        }
         state.since_sweep += out.outcomes.len();
         if state.since_sweep >= 1024 || state.dedup.len() > MAX_DEDUP_KEYS {
             sweep(&mut state, now_ms);
+        }
+        // Stored: a Redis round trip need not hold up the next batch's admission.
+        drop(state);
+        self.record_shared(&asked, now_ms);
+        for (rule, outcome) in &out.outcomes {
+            telemetry::alert_outcome(rule, outcome.as_str());
         }
         Ok((out, stored))
     }
