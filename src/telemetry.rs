@@ -53,7 +53,8 @@ pub fn bodies_reading(delta: f64) {
     gauge!("klaxon_request_bodies_reading").increment(delta);
 }
 
-/// Bytes of request bodies being read, as they arrive (+) and when released (−).
+/// Bytes of buffer held by request bodies being read, as buffers grow (+) and when
+/// released (−).
 pub fn body_bytes_reading(delta: f64) {
     gauge!("klaxon_request_body_bytes_reading").increment(delta);
 }

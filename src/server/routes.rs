@@ -19,7 +19,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -55,7 +55,7 @@ pub(super) struct BodyLimits {
     pub max_bytes: usize,
     /// From the headers on, how long the whole body may take; past it, 408.
     pub read_timeout: Duration,
-    /// One permit per byte of the bodies being read; none left, 429.
+    /// One permit per byte of the buffers of the bodies being read; none left, 429.
     pub budget: Arc<Semaphore>,
 }
 
@@ -149,7 +149,8 @@ fn declared_length(req: &Request) -> Option<u64> {
 }
 
 /// The whole body, or why not: the size is checked as declared and as sent, every frame
-/// waits at most until the deadline, and every byte takes a permit of the shared budget.
+/// waits at most until the deadline, and every byte of buffer takes a permit of the shared
+/// budget.
 async fn read_body(
     limits: &BodyLimits,
     mut body: Body,
@@ -160,7 +161,7 @@ async fn read_body(
     }
     let deadline = Instant::now() + limits.read_timeout;
     let mut held = BodyHold::start(&limits.budget)?;
-    let mut buf = BytesMut::new();
+    let mut buf = Vec::new();
     loop {
         let next = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         let frame = match tokio::time::timeout_at(deadline, next).await {
@@ -175,13 +176,39 @@ async fn read_body(
         if buf.len() + data.len() > limits.max_bytes {
             return Err(BodyRefusal::TooLarge(limits.max_bytes));
         }
-        held.take(&limits.budget, data.len())?;
+        grow(&mut buf, data.len(), limits, &mut held)?;
         buf.extend_from_slice(&data);
     }
     Ok(ReadBody {
-        bytes: buf.freeze(),
+        bytes: Bytes::from(buf),
         budget: held,
     })
+}
+
+/// Smallest buffer a body is read into.
+const MIN_BODY_CAPACITY: usize = 8 << 10;
+
+/// Makes room in `buf` for `more` bytes, charging the budget for every byte of capacity
+/// before it is allocated: capacity doubles (from 8 KiB, at most to `max_bytes`), so what a
+/// body holds in memory is what it was charged, and a trickle of bytes is charged little.
+fn grow(
+    buf: &mut Vec<u8>,
+    more: usize,
+    limits: &BodyLimits,
+    held: &mut BodyHold,
+) -> Result<(), BodyRefusal> {
+    let needed = buf.len() + more;
+    if needed <= buf.capacity() {
+        return Ok(());
+    }
+    let capacity = needed
+        .max(buf.capacity() * 2)
+        .max(MIN_BODY_CAPACITY)
+        .min(limits.max_bytes)
+        .max(needed);
+    held.take(&limits.budget, capacity - buf.capacity())?;
+    buf.reserve_exact(capacity - buf.len());
+    Ok(())
 }
 
 /// The answer to a body not read: 413, 408, 429 with `Retry-After`, or 400; counted and
