@@ -48,6 +48,17 @@ pub fn batch(status: u16) {
     counter!("klaxon_batches_total", "status" => status.to_string()).increment(1);
 }
 
+/// A request body started (+1) or stopped (−1) being read (until its batch is admitted).
+pub fn bodies_reading(delta: f64) {
+    gauge!("klaxon_request_bodies_reading").increment(delta);
+}
+
+/// Bytes of buffer held by request bodies being read, as buffers grow (+) and when
+/// released (−).
+pub fn body_bytes_reading(delta: f64) {
+    gauge!("klaxon_request_body_bytes_reading").increment(delta);
+}
+
 /// Events skipped because their (auditID, stage) was already processed.
 pub fn duplicates_skipped(count: usize) {
     counter!("klaxon_duplicate_events_total").increment(count as u64);

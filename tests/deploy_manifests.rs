@@ -183,6 +183,69 @@ fn manifests_pass_a_strict_schema_check() {
     }
 }
 
+/// The kubelet's probes and Prometheus's scrape use the port of `server.probe_listen`
+/// (plain HTTP, no client certificate needed), which is not the webhook's; the
+/// NetworkPolicy lets Prometheus reach that port.
+fn assert_probes_on_the_probe_listener(
+    config: &toml::Value,
+    deployment: &Value,
+    objects: &[Value],
+) {
+    let probe_listen: std::net::SocketAddr = config["server"]["probe_listen"]
+        .as_str()
+        .expect("configmap.yaml sets server.probe_listen")
+        .parse()
+        .unwrap();
+    let listen: std::net::SocketAddr = config["server"]["listen"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_ne!(probe_listen.port(), listen.port());
+    let template = &deployment["spec"]["template"];
+    let container = &template["spec"]["containers"][0];
+    let port_named = |name: &Value| -> u64 {
+        container["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| &p["name"] == name)
+            .unwrap_or_else(|| panic!("no container port named {name}"))["containerPort"]
+            .as_u64()
+            .unwrap()
+    };
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(
+            port_named(&get["port"]),
+            u64::from(probe_listen.port()),
+            "{probe} is not on server.probe_listen's port"
+        );
+        assert!(
+            get["scheme"].is_null() || get["scheme"] == "HTTP",
+            "{probe}"
+        );
+    }
+    let annotations = &template["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        probe_listen.port().to_string()
+    );
+    let policy = find(objects, "NetworkPolicy", "klaxon");
+    let opened: Vec<&Value> = policy["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().unwrap())
+        .map(|p| &p["port"])
+        .collect();
+    assert!(
+        opened.contains(&&Value::from(probe_listen.port())),
+        "the NetworkPolicy does not open the probe port to Prometheus: {opened:?}"
+    );
+}
+
 #[test]
 fn the_deployment_is_hardened_probed_and_mounts_what_the_config_names() {
     let objects = all_objects();
@@ -220,6 +283,7 @@ fn the_deployment_is_hardened_probed_and_mounts_what_the_config_names() {
     };
     let config = toml::from_str::<toml::Value>(&configmap_toml()).unwrap();
     assert_eq!(config["server"]["listen"].as_str(), Some("0.0.0.0:8080"));
+    assert_probes_on_the_probe_listener(&config, deployment, &objects);
     let outbox = config["outbox"]["path"].as_str().unwrap();
     let outbox_volume = volume_at(outbox);
     assert!(

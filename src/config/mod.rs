@@ -79,8 +79,14 @@ pub struct ServerSettings {
     pub retry_after: Duration,
     /// Slow-loris guard: longest time to send a request's headers.
     pub header_read_timeout: Duration,
+    /// Slow-sender guard: longest time to send a request's body once its headers are in.
+    pub body_read_timeout: Duration,
+    /// Most bytes of request bodies being read at once, over all requests.
+    pub body_buffer_bytes: usize,
     /// Longest shutdown waits for in-flight requests.
     pub shutdown_timeout: Duration,
+    /// Plain-HTTP listener for probes and metrics only, when configured.
+    pub probe_listen: Option<SocketAddr>,
     /// (auditID, stage) pairs remembered for this long are skipped.
     pub event_dedup_window: Duration,
     /// Most (auditID, stage) pairs remembered.
@@ -533,6 +539,12 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
             "must be greater than 0".to_owned(),
         );
     }
+    if s.body_read_timeout.is_zero() {
+        problem(
+            "server.body_read_timeout",
+            "must be longer than 0s (e.g. \"30s\")".to_owned(),
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {
         tls,
@@ -548,9 +560,53 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         max_queued_batches: s.max_queued_batches,
         retry_after: Duration::from_secs(s.retry_after_secs.max(1)),
         header_read_timeout: s.header_read_timeout,
+        body_read_timeout: s.body_read_timeout,
+        body_buffer_bytes: body_buffer_bytes(s, problem),
         shutdown_timeout: s.shutdown_timeout,
+        probe_listen: probe_listen(s, problem),
         event_dedup_window: raw.event_dedup.window,
         event_dedup_max_entries: raw.event_dedup.max_entries,
+    }
+}
+
+/// `server.body_buffer_bytes`, 0 standing for four bodies of `max_body_bytes`; one
+/// largest body must fit, or it could never be read.
+fn body_buffer_bytes(s: &RawServer, problem: &mut impl FnMut(&str, String)) -> usize {
+    let bytes = match s.body_buffer_bytes {
+        0 => s.max_body_bytes.saturating_mul(4),
+        n => n,
+    };
+    if bytes < s.max_body_bytes {
+        problem(
+            "server.body_buffer_bytes",
+            format!(
+                "{bytes} is less than server.max_body_bytes ({}): a largest batch could never be read",
+                s.max_body_bytes
+            ),
+        );
+    }
+    bytes
+}
+
+/// `server.probe_listen`: an address unlike `server.listen`, when set.
+fn probe_listen(s: &RawServer, problem: &mut impl FnMut(&str, String)) -> Option<SocketAddr> {
+    let given = s.probe_listen.as_deref()?;
+    match given.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 && s.listen.parse::<SocketAddr>().ok() == Some(addr) => {
+            problem(
+                "server.probe_listen",
+                format!("`{given}` is server.listen itself; give the probes their own port"),
+            );
+            None
+        }
+        Ok(addr) => Some(addr),
+        Err(e) => {
+            problem(
+                "server.probe_listen",
+                format!("`{given}` is not an address like 0.0.0.0:8081: {e}"),
+            );
+            None
+        }
     }
 }
 

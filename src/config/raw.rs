@@ -60,9 +60,20 @@ pub struct RawServer {
     /// Longest a client may take to send a request's headers (slow-loris guard).
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
+    /// Longest a client may take to send a request's whole body, from its headers on
+    /// (slow senders get 408).
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Most bytes of request bodies being read at once, over all requests (0: four times
+    /// `max_body_bytes`); a request whose next bytes do not fit gets 429.
+    pub body_buffer_bytes: usize,
     /// Longest shutdown waits for in-flight requests.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Address of a plain-HTTP listener serving only `/healthz`, `/readyz` and `/metrics`
+    /// (for kubelet probes and Prometheus when client certificates are required).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probe_listen: Option<String>,
     /// `[server.tls]`; absent: plain HTTP.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<RawTls>,
@@ -467,7 +478,10 @@ impl Default for RawServer {
             max_queued_batches: 16,
             retry_after_secs: 1,
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            body_buffer_bytes: 0,
             shutdown_timeout: Duration::from_secs(30),
+            probe_listen: None,
             tls: None,
             auth: RawAuth::default(),
         }

@@ -1,9 +1,11 @@
 //! Server: the webhook the apiserver POSTs audit batches to.
 //!
-//! Takes connections (plain or TLS), authenticates, bounds the load (429 past it), skips
+//! Takes connections (plain or TLS), authenticates, reads each body under a size limit, a
+//! deadline and a shared byte budget, bounds the load (429 past it), skips
 //! events already processed, evaluates the rules on a blocking pool behind a semaphore,
 //! admits the alerts through the pipeline and stores them in the outbox before answering.
-//! Reloads scripts and pipeline settings on change. Calls `audit`, `rules`, `pipeline`,
+//! Reloads scripts and pipeline settings on change. Optionally serves the probes and metrics
+//! on a second, plain-HTTP listener, stopped by the same shutdown. Calls `audit`, `rules`, `pipeline`,
 //! `outbox`, `notify`, `config` (reload) and `telemetry`.
 
 pub mod auth;
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 pub use batch::BatchReply;
 pub use error::ApiError;
@@ -51,6 +53,8 @@ struct AppState {
     evaluators: Arc<Semaphore>,
     /// Batches in the server at once (evaluated + queued); past it, 429.
     admission: Arc<Semaphore>,
+    /// Size, deadline and shared byte budget of the bodies being read.
+    body_limits: routes::BodyLimits,
     retry_after: Duration,
     reload: Option<ReloadSource>,
     reload_status: Mutex<ReloadStatus>,
@@ -88,9 +92,10 @@ pub enum StartError {
 /// A bound webhook server, ready to run.
 pub struct Server {
     listener: TcpListener,
+    /// The plain-HTTP probe listener (`server.probe_listen`) and its bound address.
+    probes: Option<(TcpListener, SocketAddr)>,
     state: Arc<AppState>,
     dispatcher: Dispatcher,
-    max_body_bytes: usize,
     drain_timeout: Duration,
     connections: listen::ConnectionSettings,
 }
@@ -112,6 +117,10 @@ impl Server {
                     addr: config.listen,
                     source,
                 })?;
+        let probes = match config.server.probe_listen {
+            Some(addr) => Some(bind_probes(addr).await?),
+            None => None,
+        };
         let targets = Arc::new(config.targets.clone());
         let shared = match &config.state {
             StateSettings::Memory => None,
@@ -141,6 +150,7 @@ impl Server {
         telemetry::rules_loaded(rules.rules().len());
         Ok(Self {
             listener,
+            probes,
             state: Arc::new(AppState {
                 rules: ArcSwap::from_pointee(rules),
                 pipeline: Arc::new(pipeline),
@@ -152,6 +162,11 @@ impl Server {
                 admission: Arc::new(Semaphore::new(
                     s.max_concurrent_batches + s.max_queued_batches,
                 )),
+                body_limits: routes::BodyLimits {
+                    max_bytes: config.max_body_bytes,
+                    read_timeout: s.body_read_timeout,
+                    budget: Arc::new(Semaphore::new(s.body_buffer_bytes)),
+                },
                 retry_after: s.retry_after,
                 reload: None,
                 reload_status: Mutex::new(ReloadStatus::default()),
@@ -159,7 +174,6 @@ impl Server {
                 event_dedup_window: s.event_dedup_window,
             }),
             dispatcher,
-            max_body_bytes: config.max_body_bytes,
             drain_timeout: config.drain_timeout,
             connections: listen::ConnectionSettings {
                 tls: s.tls.clone(),
@@ -183,16 +197,44 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes; then finishes in-flight batches, stores pending
-    /// budget digests, and drains delivery for at most `delivery.drain_timeout`.
+    /// The probe listener's bound address (useful with port 0), when `server.probe_listen`
+    /// is set.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probes.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Serves (the webhook, and the probe listener when configured) until `shutdown`
+    /// completes; then both stop accepting and finish in-flight requests, pending budget
+    /// digests are stored, and delivery drains for at most `delivery.drain_timeout`.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = routes::router(self.state.clone(), self.max_body_bytes);
+        let app = routes::router(self.state.clone());
         let ticker = tokio::spawn(ticker(self.state.clone()));
         let watcher = reload::spawn_triggers(self.state.clone());
-        let served = listen::serve(self.listener, app, self.connections, shutdown).await;
+        let (stop, stopping) = watch::channel(false);
+        let trigger = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let probe_settings = listen::ConnectionSettings {
+            tls: None,
+            ..self.connections.clone()
+        };
+        let probes = self.probes.map(|(listener, addr)| {
+            tracing::info!(probe_listen = %addr, "serving /healthz, /readyz and /metrics over plain HTTP");
+            let app = routes::probe_router(self.state.clone());
+            listen::serve(listener, app, probe_settings, stopped(stopping.clone()))
+        });
+        let main = listen::serve(self.listener, app, self.connections, stopped(stopping));
+        let (served, probed) = tokio::join!(main, async {
+            match probes {
+                Some(probes) => probes.await,
+                None => Ok(()),
+            }
+        });
+        trigger.abort();
         ticker.abort();
         if let Some(watcher) = watcher {
             watcher.abort();
@@ -209,8 +251,22 @@ impl Server {
             tracing::error!(error = %err, "cannot store pending budget digests at shutdown");
         }
         self.dispatcher.shutdown(self.drain_timeout).await;
-        served.map_err(std::io::Error::other)
+        served.and(probed).map_err(std::io::Error::other)
     }
+}
+
+/// Binds the probe listener, returning it with the address it got.
+async fn bind_probes(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind_error = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    Ok((listener, bound))
+}
+
+/// Completes once `stopping` turns true (or its sender is gone): the one shutdown signal
+/// both listeners follow.
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 /// Once a second: stores budget digests whose windows ended, and updates the outbox gauges.

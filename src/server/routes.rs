@@ -1,10 +1,19 @@
-//! The webhook's routes and their guards: authentication, then admission (429 past the
-//! bound, before the body is read), then the body limit (413).
+//! The webhook's routes and their guards: authentication (from the headers), then the
+//! body, read whole under three bounds — its size (413), a deadline (408) and the bytes all
+//! bodies being read may hold together (429) — and only then admission (429 past
+//! `max_concurrent_batches + max_queued_batches`), so a slow sender holds no batch slot.
+//! The probe router serves `/healthz`, `/readyz` and `/metrics` alone.
+//!
+//! Calls `server::batch` for the work, `server::reload` and `telemetry`.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
+use axum::body::{Body, HttpBody};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -12,41 +21,232 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::listen::Peer;
 use super::{ApiError, AppState, BatchReply, batch, reload};
 use crate::telemetry;
 
-/// Ingest routes behind auth and admission; reload behind auth; probes and metrics open.
-pub(super) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
-    let ingest = Router::new()
+/// Ingest and reload behind auth; probes and metrics open.
+pub(super) fn router(state: Arc<AppState>) -> Router {
+    let protected = Router::new()
         .route("/", post(ingest))
         .route("/audit", post(ingest))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .route_layer(middleware::from_fn_with_state(state.clone(), admission));
-    let protected = ingest
         .route("/-/reload", post(reload_now))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .with_state(state.clone());
+    probe_router(state).merge(protected)
+}
+
+/// `/healthz`, `/readyz` and `/metrics`, nothing else (the probe listener's whole app).
+pub(super) fn probe_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .merge(protected)
         .with_state(state)
 }
 
-async fn ingest(
-    State(state): State<Arc<AppState>>,
-    body: Bytes,
-) -> Result<Json<BatchReply>, ApiError> {
+/// What bounds the reading of request bodies.
+pub(super) struct BodyLimits {
+    /// Largest body; past it, 413.
+    pub max_bytes: usize,
+    /// From the headers on, how long the whole body may take; past it, 408.
+    pub read_timeout: Duration,
+    /// One permit per byte of the buffers of the bodies being read; none left, 429.
+    pub budget: Arc<Semaphore>,
+}
+
+/// Why a body was not read.
+#[derive(Debug, thiserror::Error)]
+enum BodyRefusal {
+    /// Past `max_body_bytes`, declared or sent.
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// Not all there by the deadline.
+    #[error("request body did not arrive within {0:?}")]
+    TimedOut(Duration),
+    /// The bodies being read already hold the whole budget.
+    #[error("too many request bodies being read; retry later")]
+    BudgetSpent,
+    /// The connection failed or the framing was broken.
+    #[error("cannot read the request body: {0}")]
+    Broken(String),
+}
+
+/// A body read whole, with the budget its bytes hold until it is admitted.
+struct ReadBody {
+    bytes: Bytes,
+    budget: BodyHold,
+}
+
+/// The share of the byte budget one body holds; the reading gauges follow it.
+struct BodyHold {
+    permit: OwnedSemaphorePermit,
+}
+
+impl BodyHold {
+    /// Starts holding nothing.
+    fn start(budget: &Arc<Semaphore>) -> Result<Self, BodyRefusal> {
+        let permit = budget
+            .clone()
+            .try_acquire_many_owned(0)
+            .map_err(|_| BodyRefusal::BudgetSpent)?;
+        telemetry::bodies_reading(1.0);
+        Ok(Self { permit })
+    }
+
+    /// Takes `bytes` more of the budget, or refuses when it has not that many left.
+    fn take(&mut self, budget: &Arc<Semaphore>, bytes: usize) -> Result<(), BodyRefusal> {
+        let permits = u32::try_from(bytes).map_err(|_| BodyRefusal::BudgetSpent)?;
+        let more = budget
+            .clone()
+            .try_acquire_many_owned(permits)
+            .map_err(|_| BodyRefusal::BudgetSpent)?;
+        self.permit.merge(more);
+        telemetry::body_bytes_reading(f64::from(permits));
+        Ok(())
+    }
+}
+
+impl Drop for BodyHold {
+    fn drop(&mut self) {
+        telemetry::bodies_reading(-1.0);
+        telemetry::body_bytes_reading(-(self.permit.num_permits() as f64));
+    }
+}
+
+/// Reads the body under `limits`, then takes an admission slot, then runs the batch.
+async fn ingest(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let source = client_addr(&req);
+    let declared = declared_length(&req);
+    let body = match read_body(&state.body_limits, req.into_body(), declared).await {
+        Ok(body) => body,
+        Err(refusal) => return refuse_body(&state, &refusal, source),
+    };
+    let Ok(slot) = state.admission.clone().try_acquire_owned() else {
+        return too_many(&state, "too many batches in flight; retry later");
+    };
+    // Admitted: the admission bound accounts for this body from here on.
+    let ReadBody { bytes, budget } = body;
+    drop(budget);
+    let response = match process(&state, bytes).await {
+        Ok(reply) => reply.into_response(),
+        Err(err) => err.into_response(),
+    };
+    drop(slot);
+    response
+}
+
+/// The `Content-Length` the client declared, if any.
+fn declared_length(req: &Request) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The whole body, or why not: the size is checked as declared and as sent, every frame
+/// waits at most until the deadline, and every byte of buffer takes a permit of the shared
+/// budget.
+async fn read_body(
+    limits: &BodyLimits,
+    mut body: Body,
+    declared: Option<u64>,
+) -> Result<ReadBody, BodyRefusal> {
+    if declared.is_some_and(|n| n > limits.max_bytes as u64) {
+        return Err(BodyRefusal::TooLarge(limits.max_bytes));
+    }
+    let deadline = Instant::now() + limits.read_timeout;
+    let mut held = BodyHold::start(&limits.budget)?;
+    let mut buf = Vec::new();
+    loop {
+        let next = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        let frame = match tokio::time::timeout_at(deadline, next).await {
+            Err(_) => return Err(BodyRefusal::TimedOut(limits.read_timeout)),
+            Ok(None) => break,
+            Ok(Some(Err(err))) => return Err(BodyRefusal::Broken(err.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        if buf.len() + data.len() > limits.max_bytes {
+            return Err(BodyRefusal::TooLarge(limits.max_bytes));
+        }
+        grow(&mut buf, data.len(), limits, &mut held)?;
+        buf.extend_from_slice(&data);
+    }
+    Ok(ReadBody {
+        bytes: Bytes::from(buf),
+        budget: held,
+    })
+}
+
+/// Smallest buffer a body is read into.
+const MIN_BODY_CAPACITY: usize = 8 << 10;
+
+/// Makes room in `buf` for `more` bytes, charging the budget for every byte of capacity
+/// before it is allocated: capacity doubles (from 8 KiB, at most to `max_bytes`), so what a
+/// body holds in memory is what it was charged, and a trickle of bytes is charged little.
+fn grow(
+    buf: &mut Vec<u8>,
+    more: usize,
+    limits: &BodyLimits,
+    held: &mut BodyHold,
+) -> Result<(), BodyRefusal> {
+    let needed = buf.len() + more;
+    if needed <= buf.capacity() {
+        return Ok(());
+    }
+    let capacity = needed
+        .max(buf.capacity() * 2)
+        .max(MIN_BODY_CAPACITY)
+        .min(limits.max_bytes)
+        .max(needed);
+    held.take(&limits.budget, capacity - buf.capacity())?;
+    buf.reserve_exact(capacity - buf.len());
+    Ok(())
+}
+
+/// The answer to a body not read: 413, 408, 429 with `Retry-After`, or 400; counted and
+/// logged with the client's address.
+fn refuse_body(state: &AppState, refusal: &BodyRefusal, source: Option<SocketAddr>) -> Response {
+    let source = source.map_or("unknown".to_owned(), |a| a.to_string());
+    let status = match refusal {
+        BodyRefusal::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyRefusal::TimedOut(_) => StatusCode::REQUEST_TIMEOUT,
+        BodyRefusal::BudgetSpent => return too_many(state, &refusal.to_string()),
+        BodyRefusal::Broken(_) => StatusCode::BAD_REQUEST,
+    };
+    tracing::warn!(source = %source, status = status.as_u16(), reason = %refusal, "request body refused");
+    telemetry::batch(status.as_u16());
+    (status, Json(json!({ "error": refusal.to_string() }))).into_response()
+}
+
+/// 429 with an integer `Retry-After`, counted.
+fn too_many(state: &AppState, reason: &str) -> Response {
+    telemetry::batch(429);
+    let secs = state.retry_after.as_secs().to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, secs)],
+        Json(json!({ "error": reason })),
+    )
+        .into_response()
+}
+
+/// Runs one admitted batch: 200 with the reply, or the batch's error.
+async fn process(state: &Arc<AppState>, body: Bytes) -> Result<Json<BatchReply>, ApiError> {
     if body.trim_ascii().is_empty() {
         return Err(ApiError::BadRequest(
             "empty body: expected an audit EventList".to_owned(),
         ));
     }
     let span = tracing::info_span!("batch", bytes = body.len());
-    let reply = batch::handle(&state, body).instrument(span).await?;
+    let reply = batch::handle(state, body).instrument(span).await?;
     if reply.queued > 0 {
         state.waker.wake();
     }
@@ -105,27 +305,6 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
             response
         }
     }
-}
-
-/// 429 with `Retry-After` when `max_concurrent_batches + max_queued_batches` batches are
-/// already in the server; the body of a refused request is never read.
-async fn admission(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let Ok(permit) = state.admission.clone().try_acquire_owned() else {
-        telemetry::batch(429);
-        let secs = state.retry_after.as_secs().to_string();
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, secs)],
-            Json(json!({ "error": "too many batches in flight; retry later" })),
-        )
-            .into_response();
-    };
-    let response = next.run(req).await;
-    drop(permit);
-    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        telemetry::batch(413);
-    }
-    response
 }
 
 /// Ready when scripts are loaded and the outbox answers; the body says what was checked,

@@ -1,6 +1,7 @@
 //! Running klaxon's server in-process for tests: config from TOML text, an ephemeral port,
 //! and a shutdown that drains delivery.
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use klaxon::config::{self, Config};
@@ -28,6 +29,10 @@ pub fn scripts(dir: &Path, scripts: &[(&str, &str)]) {
 pub struct Running {
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The webhook's address.
+    pub addr: SocketAddr,
+    /// The probe listener's address, when `server.probe_listen` is set.
+    pub probe: Option<SocketAddr>,
     stop: oneshot::Sender<()>,
     done: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -49,12 +54,20 @@ async fn start_server(config: &Config, reload: Option<ReloadSource>) -> Running 
     if let Some(source) = reload {
         server = server.with_reload(source);
     }
-    let base = format!("http://{}", server.local_addr().unwrap());
+    let addr = server.local_addr().unwrap();
+    let base = format!("http://{addr}");
+    let probe = server.probe_addr();
     let (stop, stopped) = oneshot::channel();
     let done = tokio::spawn(server.run(async {
         let _ = stopped.await;
     }));
-    Running { base, stop, done }
+    Running {
+        base,
+        addr,
+        probe,
+        stop,
+        done,
+    }
 }
 
 impl Running {
