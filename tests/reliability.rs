@@ -17,7 +17,9 @@ use support::apiserver::{ApiserverSender, ApiserverSettings, SendReport};
 use support::process::Daemon;
 use support::redis::RedisServer;
 use support::slack::SlackStandIn;
+use support::trickle::trickle;
 use tempfile::TempDir;
+use tokio::sync::watch;
 
 /// Alert ids (and titles) start with this.
 const PREFIX: &str = "rel-";
@@ -270,4 +272,58 @@ async fn redis_stopped_and_restarted_mid_stream_two_replicas_lose_nothing() {
         "alerts delivered twice: {duplicates:?}"
     );
     figures("redis stopped", N, &report, duplicates.len());
+}
+
+/// The value of an unlabelled series on the daemon's `/metrics` (0 when absent).
+async fn metric(addr: &str, name: &str) -> f64 {
+    let page = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_stalled_senders_beside_the_stream_lose_nothing() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    let config = setup(dir.path(), &slack);
+    let daemon = tokio::task::block_in_place(|| Daemon::start(&["--config", &config], &[]));
+    let (stop, stopping) = watch::channel(false);
+    let addr: std::net::SocketAddr = daemon.addr.parse().unwrap();
+    let stalled: Vec<_> = (0..50)
+        .map(|_| tokio::spawn(trickle(addr, Duration::from_secs(1), stopping.clone())))
+        .collect();
+    // klaxon holds all 50 bodies before the stream starts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(&daemon.addr, "klaxon_request_bodies_reading").await < 50.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled senders never got in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    const N: usize = 600;
+    let sender = ApiserverSender::new(format!("http://{}/audit", daemon.addr), apiserver());
+    let report = sender.send(events(0..N)).await;
+    assert!(metric(&daemon.addr, "klaxon_request_bodies_reading").await >= 50.0);
+    stop.send(true).unwrap();
+    for trickler in stalled {
+        trickler.await.unwrap();
+    }
+    let expected = alerts::expected(PREFIX, N);
+    let delivered = wait_for_alerts(&slack, &expected).await;
+    daemon.signal("-TERM");
+    let duplicates = assert_nothing_lost(&report, &delivered, &expected);
+    assert!(
+        duplicates.is_empty(),
+        "alerts delivered twice: {duplicates:?}"
+    );
+    // Not one attempt was refused: the stalled senders held no batch slot.
+    assert_eq!(report.attempts, report.batches, "{report:?}");
+    figures("50 stalled senders", N, &report, duplicates.len());
 }

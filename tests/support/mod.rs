@@ -12,3 +12,4 @@ pub mod receiver;
 pub mod redis;
 pub mod slack;
 pub mod smtp;
+pub mod trickle;
