@@ -85,6 +85,9 @@ pub struct ServerSettings {
     pub event_dedup_window: Duration,
     /// Most (auditID, stage) pairs remembered.
     pub event_dedup_max_entries: usize,
+    /// `[outbox] unhealthy_after`: how long the outbox may stay broken (I/O errors) before
+    /// `/healthz` fails.
+    pub outbox_unhealthy_after: Duration,
 }
 
 /// One problem in the configuration: which key, where, and what is wrong.
@@ -451,7 +454,8 @@ impl Default for ServerSettings {
     }
 }
 
-/// `[server]` beyond the address: TLS, auth, load bounds, event dedup.
+/// `[server]` beyond the address: TLS, auth, load bounds, event dedup, the outbox's
+/// health bound.
 fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> ServerSettings {
     let s = &raw.server;
     let tls = s.tls.as_ref().map(|t| TlsSettings {
@@ -533,6 +537,12 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
             "must be greater than 0".to_owned(),
         );
     }
+    if raw.outbox.unhealthy_after.is_zero() {
+        problem(
+            "outbox.unhealthy_after",
+            "must be greater than 0".to_owned(),
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {
         tls,
@@ -551,6 +561,7 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         shutdown_timeout: s.shutdown_timeout,
         event_dedup_window: raw.event_dedup.window,
         event_dedup_max_entries: raw.event_dedup.max_entries,
+        outbox_unhealthy_after: raw.outbox.unhealthy_after,
     }
 }
 
