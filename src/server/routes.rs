@@ -1,5 +1,7 @@
 //! The webhook's routes and their guards: authentication, then admission (429 past the
-//! bound, before the body is read), then the body limit (413).
+//! bound, before the body is read), then the body limit (413); `Retry-After` on every 429
+//! and 503. The probes: `/healthz` (alive unless the outbox has been broken too long) and
+//! `/readyz` (scripts loaded, outbox answering).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,8 +16,10 @@ use bytes::Bytes;
 use serde_json::json;
 use tracing::Instrument;
 
+use super::error::with_retry_after;
 use super::listen::Peer;
 use super::{ApiError, AppState, BatchReply, batch, reload};
+use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
 /// Ingest routes behind auth and admission; reload behind auth; probes and metrics open.
@@ -29,11 +33,20 @@ pub(super) fn router(state: Arc<AppState>, max_body_bytes: usize) -> Router {
         .route("/-/reload", post(reload_now))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(protected)
+        .layer(middleware::map_response_with_state(
+            state.clone(),
+            retry_after,
+        ))
         .with_state(state)
+}
+
+/// Adds the configured `Retry-After` to every 429 and 503.
+async fn retry_after(State(state): State<Arc<AppState>>, response: Response) -> Response {
+    with_retry_after(response, state.retry_after)
 }
 
 async fn ingest(
@@ -112,10 +125,9 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
 async fn admission(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let Ok(permit) = state.admission.clone().try_acquire_owned() else {
         telemetry::batch(429);
-        let secs = state.retry_after.as_secs().to_string();
+        // `Retry-After` is added by the router's outer layer.
         return (
             StatusCode::TOO_MANY_REQUESTS,
-            [(header::RETRY_AFTER, secs)],
             Json(json!({ "error": "too many batches in flight; retry later" })),
         )
             .into_response();
@@ -128,15 +140,58 @@ async fn admission(State(state): State<Arc<AppState>>, req: Request, next: Next)
     response
 }
 
-/// Ready when scripts are loaded and the outbox answers; the body says what was checked,
-/// and whether the shared state (Redis) answers.
+/// Alive unless the outbox has been broken (I/O errors, not reopenable) for longer than
+/// `outbox.unhealthy_after`: then 503 with the reason, so Kubernetes restarts the pod.
+/// Reads the outbox's health from memory, never the database.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let health = state.outbox.health();
+    match health.broken_for() {
+        Some(broken_for) if broken_for > state.outbox_unhealthy_after => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "healthy": false,
+                "outbox": broken(&health),
+                "unhealthy_after_secs": state.outbox_unhealthy_after.as_secs_f64(),
+            })),
+        )
+            .into_response(),
+        _ => "ok".into_response(),
+    }
+}
+
+/// The JSON of a broken outbox: why, and for how long.
+fn broken(health: &Health) -> serde_json::Value {
+    json!({
+        "healthy": false,
+        "reason": health.reason(),
+        "broken_for_secs": health.broken_for().map(|d| d.as_secs()),
+    })
+}
+
+/// What `/readyz` says about the outbox, and whether it lets klaxon be ready.
+fn outbox_report(sizes: Result<Sizes, OutboxError>, health: &Health) -> (bool, serde_json::Value) {
+    match sizes {
+        Ok(s) if health.is_healthy() => (
+            true,
+            json!({ "healthy": true, "pending": s.pending, "dead_letters": s.dead }),
+        ),
+        Err(err) if health.is_healthy() => (
+            false,
+            json!({ "healthy": false, "reason": err.to_string() }),
+        ),
+        _ => (false, broken(health)),
+    }
+}
+
+/// Ready when scripts are loaded and the outbox answers (503 with the reason while it is
+/// broken); the body says what was checked, and whether the shared state (Redis) answers.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let rules = state.rules.load().rules().len();
     let outbox_state = state.clone();
     let sizes = tokio::task::spawn_blocking(move || outbox_state.outbox.sizes())
         .await
-        .ok()
-        .and_then(Result::ok);
+        .unwrap_or_else(|join| Err(OutboxError::Task(join.to_string())));
+    let (outbox_ready, outbox) = outbox_report(sizes, &state.outbox.health());
     let status = reload::status(&state);
     // Redis down does not make klaxon unready: it keeps serving with local state.
     let shared = match &state.shared {
@@ -148,15 +203,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         }),
     };
     let body = json!({
-        "ready": sizes.is_some(),
+        "ready": outbox_ready,
         "rules": rules,
-        "outbox": sizes.map(|s| json!({ "pending": s.pending, "dead_letters": s.dead })),
+        "outbox": outbox,
         "last_reload": status,
         "state": shared,
     });
-    let code = match sizes {
-        Some(_) => StatusCode::OK,
-        None => StatusCode::SERVICE_UNAVAILABLE,
+    let code = match outbox_ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, Json(body)).into_response()
 }
