@@ -101,3 +101,21 @@ impl Running {
         self.done.await.unwrap().unwrap();
     }
 }
+
+/// Starts the server of `config` on `outbox`, which the test opened itself (for example on
+/// a storage backend that fails on demand); `config.outbox_path` is not used.
+pub async fn start_with_outbox(
+    config: &Config,
+    outbox: std::sync::Arc<klaxon::outbox::Outbox>,
+) -> Running {
+    let rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
+    let server = Server::bind_with_outbox(config, rules, outbox)
+        .await
+        .unwrap();
+    let base = format!("http://{}", server.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel();
+    let done = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    Running { base, stop, done }
+}
