@@ -92,6 +92,16 @@ pub fn outbox_sizes(pending: u64, dead: u64) {
     gauge!("klaxon_outbox_dead_letters").set(dead as f64);
 }
 
+/// The outbox was closed and reopened after an I/O error broke it.
+pub fn outbox_reopened() {
+    counter!("klaxon_outbox_reopens_total").increment(1);
+}
+
+/// Whether the outbox answers (0 while an I/O error keeps it broken).
+pub fn outbox_healthy(healthy: bool) {
+    gauge!("klaxon_outbox_healthy").set(if healthy { 1.0 } else { 0.0 });
+}
+
 /// Runs of one rule, one per event it ran on (the rule index skips the others).
 pub fn rules_evaluated(rule: &str, events: usize) {
     counter!("klaxon_rule_evaluations_total", "rule" => rule.to_owned()).increment(events as u64);

@@ -91,6 +91,9 @@ pub struct ServerSettings {
     pub event_dedup_window: Duration,
     /// Most (auditID, stage) pairs remembered.
     pub event_dedup_max_entries: usize,
+    /// `[outbox] unhealthy_after`: how long the outbox may stay broken (I/O errors) before
+    /// `/healthz` fails.
+    pub outbox_unhealthy_after: Duration,
 }
 
 /// One problem in the configuration: which key, where, and what is wrong.
@@ -457,7 +460,8 @@ impl Default for ServerSettings {
     }
 }
 
-/// `[server]` beyond the address: TLS, auth, load bounds, event dedup.
+/// `[server]` beyond the address: TLS, auth, load bounds, event dedup, the outbox's
+/// health bound.
 fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> ServerSettings {
     let s = &raw.server;
     let tls = s.tls.as_ref().map(|t| TlsSettings {
@@ -545,6 +549,12 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
             "must be longer than 0s (e.g. \"30s\")".to_owned(),
         );
     }
+    if raw.outbox.unhealthy_after.is_zero() {
+        problem(
+            "outbox.unhealthy_after",
+            "must be greater than 0".to_owned(),
+        );
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {
         tls,
@@ -566,6 +576,7 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         probe_listen: probe_listen(s, problem),
         event_dedup_window: raw.event_dedup.window,
         event_dedup_max_entries: raw.event_dedup.max_entries,
+        outbox_unhealthy_after: raw.outbox.unhealthy_after,
     }
 }
 

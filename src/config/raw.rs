@@ -224,6 +224,10 @@ pub struct RawScripts {
 pub struct RawOutbox {
     /// Data directory holding `outbox.redb`.
     pub path: PathBuf,
+    /// How long the outbox may stay broken (I/O errors, not reopenable) before `/healthz`
+    /// fails, so that Kubernetes restarts the pod.
+    #[serde(with = "humantime_serde")]
+    pub unhealthy_after: Duration,
 }
 
 /// `[delivery]` as written.
@@ -502,6 +506,7 @@ impl Default for RawOutbox {
     fn default() -> Self {
         Self {
             path: PathBuf::from("data"),
+            unhealthy_after: Duration::from_secs(300),
         }
     }
 }

@@ -3,6 +3,8 @@
 //!
 //! One task per target, so a slow or failing target never holds up another. Each task
 //! delivers its target's entries in order: a notice in backoff blocks the ones behind it.
+//! When the outbox cannot be read or updated (an I/O error broke it), a task pauses for
+//! `poll_interval` and tries again, so delivery resumes by itself once the outbox reopens.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -170,7 +172,12 @@ impl Worker {
             notified.as_mut().enable();
             let draining = *self.stop.borrow();
             match self.next_step(draining).await {
-                Ok(Step::Send(entries)) => self.deliver(entries).await,
+                Ok(Step::Send(entries)) => {
+                    if let Err(err) = self.deliver(entries).await {
+                        // The entries stay pending and are sent again: at-least-once.
+                        self.pause("cannot update the outbox", &err).await;
+                    }
+                }
                 Ok(Step::Done) => return,
                 Ok(Step::Wait(until)) => {
                     let wait = until.map_or(self.policy.poll_interval, |t| {
@@ -183,14 +190,26 @@ impl Worker {
                         () = tokio::time::sleep(wait) => {}
                     }
                 }
-                Err(err) => {
-                    tracing::error!(target_name = %self.name, error = %err, "cannot read the outbox");
-                    tokio::select! {
-                        _ = self.stop.changed() => {}
-                        () = tokio::time::sleep(self.policy.poll_interval) => {}
-                    }
-                }
+                // Draining and the outbox cannot be read: what is left waits for the next start.
+                Err(_) if draining => return,
+                Err(err) => self.pause("cannot read the outbox", &err).await,
             }
+        }
+    }
+
+    /// After an outbox failure: waits `poll_interval` (or until shutdown), then the task
+    /// tries again, so it resumes by itself once the outbox has been reopened.
+    async fn pause(&mut self, what: &str, err: &OutboxError) {
+        match err {
+            // The outbox logged the break once; it is reopening.
+            OutboxError::Unavailable { .. } => {
+                tracing::debug!(target_name = %self.name, error = %err, "{what}");
+            }
+            _ => tracing::error!(target_name = %self.name, error = %err, "{what}"),
+        }
+        tokio::select! {
+            _ = self.stop.changed() => {}
+            () = tokio::time::sleep(self.policy.poll_interval) => {}
         }
     }
 
@@ -253,7 +272,9 @@ impl Worker {
         }
     }
 
-    async fn deliver(&mut self, entries: Vec<Entry>) {
+    /// Sends one notice and settles its entries; an error means the outbox could not be
+    /// updated (the entries stay as they were).
+    async fn deliver(&mut self, entries: Vec<Entry>) -> Result<(), OutboxError> {
         self.pace().await;
         let notice = Notice {
             target: self.name.clone(),
@@ -263,16 +284,15 @@ impl Worker {
         let result = self.notifier.send(&notice).await;
         let ids: Vec<u64> = entries.iter().map(|e| e.id).collect();
         let now = wall_clock_ms();
-        let outcome = match &result {
-            Ok(()) => self.settle(Settle::Delivered, &ids, now).await,
-            Err(err) => {
-                let settle = self.after_failure(&entries[0], err, now);
-                self.settle(settle, &ids, now).await
-            }
+        let settle = match &result {
+            Ok(()) => Settle::Delivered,
+            Err(err) => self.after_failure(&entries[0], err, now),
         };
+        let (outcome, settled) = self.settle(settle, &ids, now).await;
         for entry in &entries {
             telemetry::notification(&self.name, &entry.alert.rule, outcome);
         }
+        settled
     }
 
     /// What to do with the entries after `err`.
@@ -299,7 +319,14 @@ impl Worker {
         }
     }
 
-    async fn settle(&self, settle: Settle, ids: &[u64], now: i64) -> &'static str {
+    /// Records the fate of the entries; returns the outcome's label and whether the
+    /// outbox took it.
+    async fn settle(
+        &self,
+        settle: Settle,
+        ids: &[u64],
+        now: i64,
+    ) -> (&'static str, Result<(), OutboxError>) {
         let outbox = self.outbox.clone();
         let name = self.name.clone();
         let ids = ids.to_vec();
@@ -320,11 +347,7 @@ impl Worker {
                 )
             }
         };
-        if let Err(err) = result {
-            // The entries stay pending and are sent again: at-least-once.
-            tracing::error!(target_name = %self.name, error = %err, "cannot update the outbox");
-        }
-        label
+        (label, result)
     }
 }
 

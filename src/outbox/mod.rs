@@ -2,18 +2,35 @@
 //!
 //! An alert is written here before the webhook answers 200; a target's dispatcher removes
 //! it once delivered, reschedules it after a failure, or moves it to the dead letters. Every
-//! process may open the same file (the CLI beside a running daemon). Calls nothing else.
+//! process may open the same file (the CLI beside a running daemon).
+//!
+//! The outbox heals itself: an operation that fails with an I/O error (disk full, a failing
+//! device) marks it broken; later operations close and reopen the file, with backoff
+//! (`health.rs`), and fail fast with [`OutboxError::Unavailable`] until that works.
+//! Calls `telemetry` (reopens, health, sizes after a reopen) and nothing else.
 
+mod health;
+#[doc(hidden)]
+pub mod testing;
+
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::Instant;
 
+use redb::backends::FileBackend;
 use redb::{
-    ConcurrencyMode, Database, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition,
+    ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, StorageBackend, TableDefinition,
 };
 use serde::{Deserialize, Serialize};
 
+pub use health::Health;
+use health::{Gate, State};
+
 use crate::pipeline::Delivery;
 use crate::rules::Alert;
+use crate::telemetry;
 
 /// File name of the outbox inside its directory.
 pub const FILE_NAME: &str = "outbox.redb";
@@ -48,6 +65,36 @@ pub enum OutboxError {
     /// The blocking task running an outbox operation failed.
     #[error("outbox task: {0}")]
     Task(String),
+    /// An I/O error broke the database; it is being reopened (with backoff).
+    #[error("outbox unavailable ({reason}); reopening")]
+    Unavailable {
+        /// What broke it, in a few words.
+        reason: String,
+    },
+}
+
+impl OutboxError {
+    /// A short reason (no paths) when this failure is of the I/O kind a reopen may cure.
+    fn io_reason(&self) -> Option<String> {
+        let OutboxError::Store(err) = self else {
+            return None;
+        };
+        match err {
+            redb::Error::Io(io) => Some(describe_io(io)),
+            redb::Error::PreviousIo => Some("a previous I/O error".to_owned()),
+            redb::Error::DatabaseClosed => Some("the database was closed".to_owned()),
+            redb::Error::Backend(_) => Some("storage backend error".to_owned()),
+            _ => None,
+        }
+    }
+}
+
+/// An OS error's text (it names no file), else only the error's kind.
+fn describe_io(io: &std::io::Error) -> String {
+    match io.raw_os_error() {
+        Some(_) => format!("I/O error: {io}"),
+        None => format!("I/O error: {}", io.kind()),
+    }
 }
 
 /// Turns any of redb's error types into [`OutboxError`] (`?` converts only once).
@@ -111,9 +158,22 @@ pub struct Sizes {
     pub dead: u64,
 }
 
+/// Opens the database file (again): redb's builder on a fresh backend, tables ensured.
+type Opener = Box<dyn Fn() -> Result<Database, OutboxError> + Send + Sync>;
+
+/// Whether an operation writes; a committed write ends a reopen's probation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
 /// The durable outbox.
 pub struct Outbox {
-    db: Database,
+    /// `None` only between closing a broken database and a successful reopen.
+    db: RwLock<Option<Database>>,
+    state: Mutex<State>,
+    open: Opener,
     path: PathBuf,
 }
 
@@ -126,22 +186,30 @@ impl std::fmt::Debug for Outbox {
 impl Outbox {
     /// Opens (or creates) the outbox in directory `dir`.
     pub fn open(dir: &Path) -> Result<Self, OutboxError> {
+        Self::open_with_backend(dir, file_backend)
+    }
+
+    /// Opens (or creates) the outbox in `dir` on storage made by `backend` from the file's
+    /// path, once now and again at every reopen (tests inject faults this way).
+    pub fn open_with_backend<B: StorageBackend>(
+        dir: &Path,
+        backend: impl Fn(&Path) -> Result<B, DatabaseError> + Send + Sync + 'static,
+    ) -> Result<Self, OutboxError> {
         std::fs::create_dir_all(dir).map_err(|source| OutboxError::Directory {
             path: dir.to_path_buf(),
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .set_concurrency_mode(ConcurrencyMode::MultiWriter)
-            .create(&path)
-            .store()?;
-        let txn = db.begin_write().store()?;
-        txn.open_table(PENDING).store()?;
-        txn.open_table(DEAD).store()?;
-        txn.open_table(META).store()?;
-        txn.commit().store()?;
-        Ok(Self { db, path })
+        let file = path.clone();
+        let open: Opener = Box::new(move || open_database(backend(&file).store()?));
+        let db = open()?;
+        telemetry::outbox_healthy(true);
+        Ok(Self {
+            db: RwLock::new(Some(db)),
+            state: Mutex::new(State::default()),
+            open,
+            path,
+        })
     }
 
     /// The outbox file.
@@ -149,79 +217,162 @@ impl Outbox {
         &self.path
     }
 
+    /// Healthy, or broken since when and why; reads memory only (cheap enough for probes).
+    pub fn health(&self) -> Health {
+        self.state().health()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `op` on the database: reopens it first when it is broken and the backoff has
+    /// passed, fails fast while it has not; an I/O-class failure of `op` breaks it.
+    fn with_db<T>(
+        &self,
+        access: Access,
+        op: impl FnOnce(&Database) -> Result<T, OutboxError>,
+    ) -> Result<T, OutboxError> {
+        self.ready()?;
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(database) = db.as_ref() else {
+            return Err(self.unavailable());
+        };
+        let result = op(database);
+        // Still under the read lock, so no reopen can slip in before the break is recorded.
+        match &result {
+            Err(err) => self.fail(err),
+            Ok(_) if access == Access::Write => self.state().confirmed(),
+            Ok(_) => {}
+        }
+        result
+    }
+
+    /// Ok when the database may be used now, after reopening it if that is due.
+    fn ready(&self) -> Result<(), OutboxError> {
+        // Bound first: the state's lock must be released before a reopen takes it again.
+        let gate = self.state().gate(Instant::now());
+        match gate {
+            Gate::Open => Ok(()),
+            Gate::Closed(reason) => Err(OutboxError::Unavailable { reason }),
+            Gate::Reopen => self.reopen(),
+        }
+    }
+
+    /// The fail-fast error for the current state.
+    fn unavailable(&self) -> OutboxError {
+        let reason = self.health().reason().unwrap_or("closed").to_owned();
+        OutboxError::Unavailable { reason }
+    }
+
+    /// Records an operation's failure: an I/O-class one breaks the outbox.
+    fn fail(&self, err: &OutboxError) {
+        let Some(reason) = err.io_reason() else {
+            return;
+        };
+        if self.state().broke(reason.clone(), Instant::now()) {
+            tracing::error!(reason = %reason, error = %err, "outbox broken by an I/O error; it will be reopened");
+            telemetry::outbox_healthy(false);
+        }
+    }
+
+    /// Closes the broken database and opens the file again (one thread at a time; the
+    /// others wait, then see the outcome).
+    fn reopen(&self) -> Result<(), OutboxError> {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        let gate = self.state().gate(Instant::now());
+        match gate {
+            Gate::Open => return Ok(()),
+            Gate::Closed(reason) => return Err(OutboxError::Unavailable { reason }),
+            Gate::Reopen => {}
+        }
+        if let Some(old) = db.take()
+            && let Err(err) = old.close()
+        {
+            tracing::debug!(error = %err, "closing the broken outbox failed");
+        }
+        match (self.open)() {
+            Ok(reopened) => {
+                self.reopened(&reopened);
+                *db = Some(reopened);
+                Ok(())
+            }
+            Err(err) => {
+                let reason = format!(
+                    "reopen failed: {}",
+                    err.io_reason().unwrap_or_else(|| err.to_string())
+                );
+                tracing::warn!(error = %err, "cannot reopen the outbox; will retry");
+                self.state().reopen_failed(reason.clone(), Instant::now());
+                Err(OutboxError::Unavailable { reason })
+            }
+        }
+    }
+
+    /// Marks the outbox usable again and refreshes what the gauges say about it.
+    fn reopened(&self, db: &Database) {
+        self.state().reopened();
+        telemetry::outbox_reopened();
+        telemetry::outbox_healthy(true);
+        match count(db) {
+            Ok(sizes) => telemetry::outbox_sizes(sizes.pending, sizes.dead),
+            Err(err) => tracing::warn!(error = %err, "cannot count the reopened outbox"),
+        }
+        tracing::info!("outbox reopened");
+    }
+
     /// Stores deliveries in one durable transaction (one fsync); returns their ids.
     pub fn enqueue(&self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<u64>, OutboxError> {
         if deliveries.is_empty() {
             return Ok(Vec::new());
         }
-        let txn = self.db.begin_write().store()?;
-        let mut ids = Vec::with_capacity(deliveries.len());
-        {
-            let mut meta = txn.open_table(META).store()?;
-            let mut next = meta.get("next_id").store()?.map_or(1, |v| v.value());
-            let mut pending = txn.open_table(PENDING).store()?;
-            for delivery in deliveries {
-                let entry = Entry {
-                    id: next,
-                    target: delivery.target.clone(),
-                    alert: delivery.alert.clone(),
-                    enqueued_at_ms: now_ms,
-                    attempts: 0,
-                    next_attempt_ms: now_ms,
-                    first_failure_ms: None,
-                    last_error: None,
-                };
-                let bytes = serde_json::to_vec(&entry)?;
-                pending
-                    .insert((entry.target.as_str(), next), bytes.as_slice())
-                    .store()?;
-                ids.push(next);
-                next += 1;
-            }
-            meta.insert("next_id", next).store()?;
-        }
-        txn.commit().store()?;
-        Ok(ids)
+        self.with_db(Access::Write, |db| insert(db, deliveries, now_ms))
     }
 
     /// Up to `limit` pending entries of `target`, oldest first.
     pub fn pending(&self, target: &str, limit: usize) -> Result<Vec<Entry>, OutboxError> {
-        let txn = self.db.begin_read().store()?;
-        let table = txn.open_table(PENDING).store()?;
-        let mut out = Vec::new();
-        for row in table.range((target, 0)..=(target, u64::MAX)).store()? {
-            let (_, value) = row.store()?;
-            out.push(serde_json::from_slice(value.value())?);
-            if out.len() >= limit {
-                break;
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(PENDING).store()?;
+            let mut out = Vec::new();
+            for row in table.range((target, 0)..=(target, u64::MAX)).store()? {
+                let (_, value) = row.store()?;
+                out.push(serde_json::from_slice(value.value())?);
+                if out.len() >= limit {
+                    break;
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// Every pending entry of every target.
     pub fn all_pending(&self) -> Result<Vec<Entry>, OutboxError> {
-        let txn = self.db.begin_read().store()?;
-        let table = txn.open_table(PENDING).store()?;
-        let mut out: Vec<Entry> = Vec::new();
-        for row in table.iter().store()? {
-            let (_, value) = row.store()?;
-            out.push(serde_json::from_slice(value.value())?);
-        }
-        out.sort_by_key(|e| e.id);
-        Ok(out)
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(PENDING).store()?;
+            let mut out: Vec<Entry> = Vec::new();
+            for row in table.iter().store()? {
+                let (_, value) = row.store()?;
+                out.push(serde_json::from_slice(value.value())?);
+            }
+            out.sort_by_key(|e| e.id);
+            Ok(out)
+        })
     }
 
     /// Removes delivered entries.
     pub fn complete(&self, target: &str, ids: &[u64]) -> Result<(), OutboxError> {
-        let txn = self.db.begin_write().store()?;
-        {
-            let mut table = txn.open_table(PENDING).store()?;
-            for id in ids {
-                table.remove((target, *id)).store()?;
+        self.with_db(Access::Write, |db| {
+            let txn = db.begin_write().store()?;
+            {
+                let mut table = txn.open_table(PENDING).store()?;
+                for id in ids {
+                    table.remove((target, *id)).store()?;
+                }
             }
-        }
-        txn.commit().store()
+            txn.commit().store()
+        })
     }
 
     /// Records a failed attempt: attempts + 1, the error, and when to try again.
@@ -233,27 +384,29 @@ impl Outbox {
         now_ms: i64,
         error: &str,
     ) -> Result<(), OutboxError> {
-        let txn = self.db.begin_write().store()?;
-        {
-            let mut table = txn.open_table(PENDING).store()?;
-            for id in ids {
-                let Some(bytes) = table
-                    .get((target, *id))
-                    .store()?
-                    .map(|v| v.value().to_vec())
-                else {
-                    continue;
-                };
-                let mut entry: Entry = serde_json::from_slice(&bytes)?;
-                entry.attempts += 1;
-                entry.next_attempt_ms = next_attempt_ms;
-                entry.first_failure_ms.get_or_insert(now_ms);
-                entry.last_error = Some(error.to_owned());
-                let bytes = serde_json::to_vec(&entry)?;
-                table.insert((target, *id), bytes.as_slice()).store()?;
+        self.with_db(Access::Write, |db| {
+            let txn = db.begin_write().store()?;
+            {
+                let mut table = txn.open_table(PENDING).store()?;
+                for id in ids {
+                    let Some(bytes) = table
+                        .get((target, *id))
+                        .store()?
+                        .map(|v| v.value().to_vec())
+                    else {
+                        continue;
+                    };
+                    let mut entry: Entry = serde_json::from_slice(&bytes)?;
+                    entry.attempts += 1;
+                    entry.next_attempt_ms = next_attempt_ms;
+                    entry.first_failure_ms.get_or_insert(now_ms);
+                    entry.last_error = Some(error.to_owned());
+                    let bytes = serde_json::to_vec(&entry)?;
+                    table.insert((target, *id), bytes.as_slice()).store()?;
+                }
             }
-        }
-        txn.commit().store()
+            txn.commit().store()
+        })
     }
 
     /// Moves entries to the dead letters with `reason`.
@@ -264,109 +417,183 @@ impl Outbox {
         reason: &str,
         now_ms: i64,
     ) -> Result<(), OutboxError> {
-        let txn = self.db.begin_write().store()?;
-        {
-            let mut pending = txn.open_table(PENDING).store()?;
-            let mut dead = txn.open_table(DEAD).store()?;
-            for id in ids {
-                let Some(bytes) = pending
-                    .remove((target, *id))
-                    .store()?
-                    .map(|v| v.value().to_vec())
-                else {
-                    continue;
-                };
-                let letter = DeadLetter {
-                    entry: serde_json::from_slice(&bytes)?,
-                    reason: reason.to_owned(),
-                    dead_at_ms: now_ms,
-                };
-                let bytes = serde_json::to_vec(&letter)?;
-                dead.insert(*id, bytes.as_slice()).store()?;
+        self.with_db(Access::Write, |db| {
+            let txn = db.begin_write().store()?;
+            {
+                let mut pending = txn.open_table(PENDING).store()?;
+                let mut dead = txn.open_table(DEAD).store()?;
+                for id in ids {
+                    let Some(bytes) = pending
+                        .remove((target, *id))
+                        .store()?
+                        .map(|v| v.value().to_vec())
+                    else {
+                        continue;
+                    };
+                    let letter = DeadLetter {
+                        entry: serde_json::from_slice(&bytes)?,
+                        reason: reason.to_owned(),
+                        dead_at_ms: now_ms,
+                    };
+                    let bytes = serde_json::to_vec(&letter)?;
+                    dead.insert(*id, bytes.as_slice()).store()?;
+                }
             }
-        }
-        txn.commit().store()
+            txn.commit().store()
+        })
     }
 
     /// Every dead letter, oldest first.
     pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, OutboxError> {
-        let txn = self.db.begin_read().store()?;
-        let table = txn.open_table(DEAD).store()?;
-        let mut out = Vec::new();
-        for row in table.iter().store()? {
-            let (_, value) = row.store()?;
-            out.push(serde_json::from_slice(value.value())?);
-        }
-        Ok(out)
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(DEAD).store()?;
+            let mut out = Vec::new();
+            for row in table.iter().store()? {
+                let (_, value) = row.store()?;
+                out.push(serde_json::from_slice(value.value())?);
+            }
+            Ok(out)
+        })
     }
 
     /// Moves dead letters back to pending with a fresh retry budget; returns how many.
     pub fn retry_dead(&self, selection: &Selection, now_ms: i64) -> Result<usize, OutboxError> {
-        let txn = self.db.begin_write().store()?;
-        let mut moved = 0;
-        {
-            let mut dead = txn.open_table(DEAD).store()?;
-            let mut pending = txn.open_table(PENDING).store()?;
-            let ids: Vec<u64> = match selection {
-                Selection::All => {
-                    let mut all = Vec::new();
-                    for row in dead.iter().store()? {
-                        all.push(row.store()?.0.value());
-                    }
-                    all
-                }
-                Selection::Ids(ids) => ids.clone(),
-            };
-            for id in ids {
-                let Some(bytes) = dead.remove(id).store()?.map(|v| v.value().to_vec()) else {
-                    continue;
-                };
-                let letter: DeadLetter = serde_json::from_slice(&bytes)?;
-                let entry = Entry {
-                    attempts: 0,
-                    next_attempt_ms: now_ms,
-                    first_failure_ms: None,
-                    enqueued_at_ms: now_ms,
-                    ..letter.entry
-                };
-                let bytes = serde_json::to_vec(&entry)?;
-                pending
-                    .insert((entry.target.as_str(), entry.id), bytes.as_slice())
-                    .store()?;
-                moved += 1;
-            }
-        }
-        txn.commit().store()?;
-        Ok(moved)
+        self.with_db(Access::Write, |db| revive(db, selection, now_ms))
     }
 
     /// Deletes every dead letter (and with `include_pending`, every pending entry); returns
     /// how many entries were deleted.
     pub fn purge(&self, include_pending: IncludePending) -> Result<u64, OutboxError> {
-        let txn = self.db.begin_write().store()?;
-        let mut count = 0;
-        {
-            let mut dead = txn.open_table(DEAD).store()?;
-            count += dead.len().store()?;
-            dead.retain(|_, _| false).store()?;
-            if include_pending == IncludePending::Yes {
-                let mut pending = txn.open_table(PENDING).store()?;
-                count += pending.len().store()?;
-                pending.retain(|_, _| false).store()?;
+        self.with_db(Access::Write, |db| {
+            let txn = db.begin_write().store()?;
+            let mut count = 0;
+            {
+                let mut dead = txn.open_table(DEAD).store()?;
+                count += dead.len().store()?;
+                dead.retain(|_, _| false).store()?;
+                if include_pending == IncludePending::Yes {
+                    let mut pending = txn.open_table(PENDING).store()?;
+                    count += pending.len().store()?;
+                    pending.retain(|_, _| false).store()?;
+                }
             }
-        }
-        txn.commit().store()?;
-        Ok(count)
+            txn.commit().store()?;
+            Ok(count)
+        })
     }
 
     /// How many entries are pending and dead.
     pub fn sizes(&self) -> Result<Sizes, OutboxError> {
-        let txn = self.db.begin_read().store()?;
-        Ok(Sizes {
-            pending: txn.open_table(PENDING).store()?.len().store()?,
-            dead: txn.open_table(DEAD).store()?.len().store()?,
-        })
+        self.with_db(Access::Read, count)
     }
+}
+
+/// redb's own file backend on `path` (created when missing).
+fn file_backend(path: &Path) -> Result<FileBackend, DatabaseError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    FileBackend::new(file)
+}
+
+/// Opens the database on `backend` and makes sure its tables exist.
+fn open_database(backend: impl StorageBackend) -> Result<Database, OutboxError> {
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .set_concurrency_mode(ConcurrencyMode::MultiWriter)
+        .create_with_backend(backend)
+        .store()?;
+    let txn = db.begin_write().store()?;
+    txn.open_table(PENDING).store()?;
+    txn.open_table(DEAD).store()?;
+    txn.open_table(META).store()?;
+    txn.commit().store()?;
+    Ok(db)
+}
+
+/// Stores deliveries as new pending entries in one transaction; returns their ids.
+fn insert(db: &Database, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<u64>, OutboxError> {
+    let txn = db.begin_write().store()?;
+    let mut ids = Vec::with_capacity(deliveries.len());
+    {
+        let mut meta = txn.open_table(META).store()?;
+        let mut next = meta.get("next_id").store()?.map_or(1, |v| v.value());
+        let mut pending = txn.open_table(PENDING).store()?;
+        for delivery in deliveries {
+            let entry = Entry {
+                id: next,
+                target: delivery.target.clone(),
+                alert: delivery.alert.clone(),
+                enqueued_at_ms: now_ms,
+                attempts: 0,
+                next_attempt_ms: now_ms,
+                first_failure_ms: None,
+                last_error: None,
+            };
+            let bytes = serde_json::to_vec(&entry)?;
+            pending
+                .insert((entry.target.as_str(), next), bytes.as_slice())
+                .store()?;
+            ids.push(next);
+            next += 1;
+        }
+        meta.insert("next_id", next).store()?;
+    }
+    txn.commit().store()?;
+    Ok(ids)
+}
+
+/// Moves the selected dead letters back to pending; returns how many.
+fn revive(db: &Database, selection: &Selection, now_ms: i64) -> Result<usize, OutboxError> {
+    let txn = db.begin_write().store()?;
+    let mut moved = 0;
+    {
+        let mut dead = txn.open_table(DEAD).store()?;
+        let mut pending = txn.open_table(PENDING).store()?;
+        let ids: Vec<u64> = match selection {
+            Selection::All => {
+                let mut all = Vec::new();
+                for row in dead.iter().store()? {
+                    all.push(row.store()?.0.value());
+                }
+                all
+            }
+            Selection::Ids(ids) => ids.clone(),
+        };
+        for id in ids {
+            let Some(bytes) = dead.remove(id).store()?.map(|v| v.value().to_vec()) else {
+                continue;
+            };
+            let letter: DeadLetter = serde_json::from_slice(&bytes)?;
+            let entry = Entry {
+                attempts: 0,
+                next_attempt_ms: now_ms,
+                first_failure_ms: None,
+                enqueued_at_ms: now_ms,
+                ..letter.entry
+            };
+            let bytes = serde_json::to_vec(&entry)?;
+            pending
+                .insert((entry.target.as_str(), entry.id), bytes.as_slice())
+                .store()?;
+            moved += 1;
+        }
+    }
+    txn.commit().store()?;
+    Ok(moved)
+}
+
+/// How many entries are pending and dead.
+fn count(db: &Database) -> Result<Sizes, OutboxError> {
+    let txn = db.begin_read().store()?;
+    Ok(Sizes {
+        pending: txn.open_table(PENDING).store()?.len().store()?,
+        dead: txn.open_table(DEAD).store()?.len().store()?,
+    })
 }
 
 /// Whether `purge` also deletes entries still waiting for delivery.
@@ -376,4 +603,91 @@ pub enum IncludePending {
     No,
     /// Dead letters and pending entries.
     Yes,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::testing::FaultSwitch;
+    use super::*;
+
+    fn delivery(title: &str) -> Delivery {
+        Delivery {
+            target: "slack".to_owned(),
+            alert: Alert::new("rule", title),
+        }
+    }
+
+    /// Calls `probe` every 10 ms until it returns `Some`, for at most 20 s.
+    fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(value) = probe() {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn titles(outbox: &Outbox) -> Vec<String> {
+        let entries = outbox.all_pending().unwrap();
+        entries.into_iter().map(|e| e.alert.title).collect()
+    }
+
+    #[test]
+    fn an_io_error_breaks_the_outbox_and_it_reopens_by_itself_once_the_fault_clears() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let switch = FaultSwitch::new();
+        let outbox = Outbox::open_with_backend(dir.path(), switch.backend()).unwrap();
+        outbox
+            .enqueue(&[delivery("before 1"), delivery("before 2")], 1)
+            .unwrap();
+        assert_eq!(outbox.health(), Health::Healthy);
+
+        switch.fail_writes();
+        let err = outbox.enqueue(&[delivery("during")], 2).unwrap_err();
+        assert!(err.io_reason().is_some(), "an I/O error expected: {err}");
+        let reason = outbox.health().reason().map(str::to_owned);
+        assert_eq!(
+            reason.as_deref(),
+            Some("I/O error: Input/output error (os error 5)")
+        );
+        assert!(matches!(
+            outbox.sizes(),
+            Err(OutboxError::Unavailable { .. } | OutboxError::Store(_))
+        ));
+        // Reopens are tried (and fail) while the fault lasts; enqueue keeps failing.
+        eventually("a failed reopen", || {
+            assert!(outbox.enqueue(&[delivery("during")], 2).is_err());
+            let health = outbox.health();
+            health.reason()?.starts_with("reopen failed").then_some(())
+        });
+        assert!(outbox.health().broken_for().is_some());
+
+        switch.heal();
+        let ids = eventually("a successful enqueue", || {
+            outbox.enqueue(&[delivery("after")], 3).ok()
+        });
+        assert_eq!(ids.len(), 1);
+        assert_eq!(outbox.health(), Health::Healthy);
+        assert_eq!(titles(&outbox), ["before 1", "before 2", "after"]);
+        assert_eq!(outbox.sizes().unwrap().pending, 3);
+    }
+
+    #[test]
+    fn errors_that_are_not_io_leave_the_outbox_healthy() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let decoding = serde_json::from_str::<Entry>("{").unwrap_err();
+        outbox.fail(&OutboxError::Encoding(decoding));
+        assert_eq!(outbox.health(), Health::Healthy);
+        outbox.fail(&OutboxError::Store(redb::Error::PreviousIo));
+        assert_eq!(
+            outbox.health().reason(),
+            Some("a previous I/O error"),
+            "PreviousIo breaks it"
+        );
+    }
 }

@@ -1,7 +1,10 @@
-//! The webhook's error answers: status, and a JSON body with the reason.
+//! The webhook's error answers: status, a JSON body with the reason, and `Retry-After` on
+//! every 429 and 503.
+
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -40,5 +43,50 @@ impl IntoResponse for ApiError {
         let status = self.status();
         crate::telemetry::batch(status.as_u16());
         (status, Json(json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// Gives a 429 or 503 answer an integer `Retry-After` (whole seconds, at least 1) unless it
+/// has one: client-go retries such an answer within the apiserver's attempt.
+pub(super) fn with_retry_after(mut response: Response, after: Duration) -> Response {
+    let status = response.status();
+    let busy = status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::SERVICE_UNAVAILABLE;
+    if busy && !response.headers().contains_key(header::RETRY_AFTER) {
+        let secs = HeaderValue::from(after.as_secs().max(1));
+        response.headers_mut().insert(header::RETRY_AFTER, secs);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(response: &Response) -> Option<&str> {
+        let value = response.headers().get(header::RETRY_AFTER)?;
+        value.to_str().ok()
+    }
+
+    #[test]
+    fn every_503_and_429_carries_an_integer_retry_after() {
+        let after = Duration::from_millis(2500);
+        let unavailable = ApiError::Unavailable("disk full".to_owned()).into_response();
+        assert_eq!(
+            retry_after(&with_retry_after(unavailable, after)),
+            Some("2")
+        );
+        let elsewhere = ApiError::InProgressElsewhere(3).into_response();
+        assert_eq!(retry_after(&with_retry_after(elsewhere, after)), Some("2"));
+        let busy = StatusCode::TOO_MANY_REQUESTS.into_response();
+        let zero = with_retry_after(busy, Duration::ZERO);
+        assert_eq!(retry_after(&zero), Some("1"), "never 0");
+        let bad = ApiError::BadRequest("no".to_owned()).into_response();
+        assert_eq!(retry_after(&with_retry_after(bad, after)), None);
+        let own = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "7")],
+        )
+            .into_response();
+        assert_eq!(retry_after(&with_retry_after(own, after)), Some("7"));
     }
 }

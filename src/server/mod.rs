@@ -56,6 +56,8 @@ struct AppState {
     /// Size, deadline and shared byte budget of the bodies being read.
     body_limits: routes::BodyLimits,
     retry_after: Duration,
+    /// How long the outbox may stay broken before `/healthz` fails.
+    outbox_unhealthy_after: Duration,
     reload: Option<ReloadSource>,
     reload_status: Mutex<ReloadStatus>,
     /// State shared with other replicas (`state.backend = "redis"`).
@@ -104,12 +106,25 @@ impl Server {
     /// Opens the outbox, binds the configured address and starts the delivery tasks, which
     /// resume whatever the outbox still holds.
     pub async fn bind(config: &Config, rules: Ruleset) -> Result<Self, StartError> {
+        // Installed before anything counts, so /metrics sees every count.
+        telemetry::prometheus();
+        let outbox = Arc::new(Outbox::open(&config.outbox_path)?);
+        Self::bind_with_outbox(config, rules, outbox).await
+    }
+
+    /// Like [`Server::bind`], on an outbox the caller opened (tests open it on a storage
+    /// backend that fails on demand); `config.outbox_path` is not used.
+    pub async fn bind_with_outbox(
+        config: &Config,
+        rules: Ruleset,
+        outbox: Arc<Outbox>,
+    ) -> Result<Self, StartError> {
         if let Some(tls) = &config.server.tls {
             tls::check(tls)?;
         }
         // Installed before anything counts, so /metrics sees every count.
         telemetry::prometheus();
-        let outbox = Arc::new(Outbox::open(&config.outbox_path)?);
+        telemetry::outbox_healthy(outbox.health().is_healthy());
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -168,6 +183,7 @@ impl Server {
                     budget: Arc::new(Semaphore::new(s.body_buffer_bytes)),
                 },
                 retry_after: s.retry_after,
+                outbox_unhealthy_after: s.outbox_unhealthy_after,
                 reload: None,
                 reload_status: Mutex::new(ReloadStatus::default()),
                 shared,
@@ -269,30 +285,41 @@ async fn stopped(mut stopping: watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await;
 }
 
-/// Once a second: stores budget digests whose windows ended, and updates the outbox gauges.
+/// Once a second: updates the outbox gauges (which also lets a broken outbox reopen when
+/// its backoff has passed), then stores budget digests whose windows ended.
 async fn ticker(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let state = state.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let now_ms = wall_clock_ms();
-            let stored = state.pipeline.store_due_digests(now_ms, |due| {
-                store(&state.outbox, due, now_ms).map(|()| due.len())
-            })?;
-            if stored > 0 {
-                state.waker.wake();
+        let result = tokio::task::spawn_blocking(move || upkeep(&state)).await;
+        match result {
+            // The outbox logged the break once; it is reopening.
+            Ok(Err(err @ OutboxError::Unavailable { .. })) => {
+                tracing::debug!(error = %err, "outbox upkeep skipped");
             }
-            let sizes = state.outbox.sizes()?;
-            telemetry::outbox_sizes(sizes.pending, sizes.dead);
-            telemetry::event_dedup_entries(state.seen.len());
-            Ok::<_, OutboxError>(())
-        })
-        .await;
-        if let Ok(Err(err)) = result {
-            tracing::error!(error = %err, "outbox upkeep failed");
+            Ok(Err(err)) => tracing::error!(error = %err, "outbox upkeep failed"),
+            _ => {}
         }
     }
+}
+
+/// One tick's work. Digests are taken from the pipeline only once the outbox answered, and
+/// stay due if storing them fails.
+fn upkeep(state: &AppState) -> Result<(), OutboxError> {
+    telemetry::event_dedup_entries(state.seen.len());
+    let sizes = state.outbox.sizes();
+    telemetry::outbox_healthy(state.outbox.health().is_healthy());
+    let sizes = sizes?;
+    telemetry::outbox_sizes(sizes.pending, sizes.dead);
+    let now_ms = wall_clock_ms();
+    let stored = state.pipeline.store_due_digests(now_ms, |due| {
+        store(&state.outbox, due, now_ms).map(|()| due.len())
+    })?;
+    if stored > 0 {
+        state.waker.wake();
+    }
+    Ok(())
 }
 
 fn store(outbox: &Outbox, deliveries: &[Delivery], now_ms: i64) -> Result<(), OutboxError> {

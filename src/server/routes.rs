@@ -1,10 +1,12 @@
 //! The webhook's routes and their guards: authentication (from the headers), then the
 //! body, read whole under three bounds — its size (413), a deadline (408) and the bytes all
 //! bodies being read may hold together (429) — and only then admission (429 past
-//! `max_concurrent_batches + max_queued_batches`), so a slow sender holds no batch slot.
-//! The probe router serves `/healthz`, `/readyz` and `/metrics` alone.
+//! `max_concurrent_batches + max_queued_batches`), so a slow sender holds no batch slot;
+//! `Retry-After` on every 429 and 503. The probe router serves `/healthz` (alive unless the
+//! outbox has been broken too long), `/readyz` (scripts loaded, outbox answering) and
+//! `/metrics` alone.
 //!
-//! Calls `server::batch` for the work, `server::reload` and `telemetry`.
+//! Calls `server::batch` for the work, `server::reload`, `outbox` (health) and `telemetry`.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -25,11 +27,14 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::error::with_retry_after;
 use super::listen::Peer;
 use super::{ApiError, AppState, BatchReply, batch, reload};
+use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
-/// Ingest and reload behind auth; probes and metrics open.
+/// Ingest and reload behind auth; probes and metrics open; `Retry-After` on every 429 and
+/// 503.
 pub(super) fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/", post(ingest))
@@ -37,16 +42,27 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route("/-/reload", post(reload_now))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state.clone());
-    probe_router(state).merge(protected)
+    probes(state.clone())
+        .merge(protected)
+        .layer(middleware::map_response_with_state(state, retry_after))
 }
 
 /// `/healthz`, `/readyz` and `/metrics`, nothing else (the probe listener's whole app).
 pub(super) fn probe_router(state: Arc<AppState>) -> Router {
+    probes(state.clone()).layer(middleware::map_response_with_state(state, retry_after))
+}
+
+fn probes(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// Adds the configured `Retry-After` to every 429 and 503.
+async fn retry_after(State(state): State<Arc<AppState>>, response: Response) -> Response {
+    with_retry_after(response, state.retry_after)
 }
 
 /// What bounds the reading of request bodies.
@@ -307,15 +323,58 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
     }
 }
 
-/// Ready when scripts are loaded and the outbox answers; the body says what was checked,
-/// and whether the shared state (Redis) answers.
+/// Alive unless the outbox has been broken (I/O errors, not reopenable) for longer than
+/// `outbox.unhealthy_after`: then 503 with the reason, so Kubernetes restarts the pod.
+/// Reads the outbox's health from memory, never the database.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    let health = state.outbox.health();
+    match health.broken_for() {
+        Some(broken_for) if broken_for > state.outbox_unhealthy_after => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "healthy": false,
+                "outbox": broken(&health),
+                "unhealthy_after_secs": state.outbox_unhealthy_after.as_secs_f64(),
+            })),
+        )
+            .into_response(),
+        _ => "ok".into_response(),
+    }
+}
+
+/// The JSON of a broken outbox: why, and for how long.
+fn broken(health: &Health) -> serde_json::Value {
+    json!({
+        "healthy": false,
+        "reason": health.reason(),
+        "broken_for_secs": health.broken_for().map(|d| d.as_secs()),
+    })
+}
+
+/// What `/readyz` says about the outbox, and whether it lets klaxon be ready.
+fn outbox_report(sizes: Result<Sizes, OutboxError>, health: &Health) -> (bool, serde_json::Value) {
+    match sizes {
+        Ok(s) if health.is_healthy() => (
+            true,
+            json!({ "healthy": true, "pending": s.pending, "dead_letters": s.dead }),
+        ),
+        Err(err) if health.is_healthy() => (
+            false,
+            json!({ "healthy": false, "reason": err.to_string() }),
+        ),
+        _ => (false, broken(health)),
+    }
+}
+
+/// Ready when scripts are loaded and the outbox answers (503 with the reason while it is
+/// broken); the body says what was checked, and whether the shared state (Redis) answers.
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let rules = state.rules.load().rules().len();
     let outbox_state = state.clone();
     let sizes = tokio::task::spawn_blocking(move || outbox_state.outbox.sizes())
         .await
-        .ok()
-        .and_then(Result::ok);
+        .unwrap_or_else(|join| Err(OutboxError::Task(join.to_string())));
+    let (outbox_ready, outbox) = outbox_report(sizes, &state.outbox.health());
     let status = reload::status(&state);
     // Redis down does not make klaxon unready: it keeps serving with local state.
     let shared = match &state.shared {
@@ -327,15 +386,15 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         }),
     };
     let body = json!({
-        "ready": sizes.is_some(),
+        "ready": outbox_ready,
         "rules": rules,
-        "outbox": sizes.map(|s| json!({ "pending": s.pending, "dead_letters": s.dead })),
+        "outbox": outbox,
         "last_reload": status,
         "state": shared,
     });
-    let code = match sizes {
-        Some(_) => StatusCode::OK,
-        None => StatusCode::SERVICE_UNAVAILABLE,
+    let code = match outbox_ready {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
     };
     (code, Json(body)).into_response()
 }

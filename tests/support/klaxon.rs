@@ -54,6 +54,11 @@ async fn start_server(config: &Config, reload: Option<ReloadSource>) -> Running 
     if let Some(source) = reload {
         server = server.with_reload(source);
     }
+    run(server)
+}
+
+/// Runs a bound server until [`Running::shutdown`].
+fn run(server: Server) -> Running {
     let addr = server.local_addr().unwrap();
     let base = format!("http://{addr}");
     let probe = server.probe_addr();
@@ -113,4 +118,17 @@ impl Running {
         self.stop.send(()).unwrap();
         self.done.await.unwrap().unwrap();
     }
+}
+
+/// Starts the server of `config` on `outbox`, which the test opened itself (for example on
+/// a storage backend that fails on demand); `config.outbox_path` is not used.
+pub async fn start_with_outbox(
+    config: &Config,
+    outbox: std::sync::Arc<klaxon::outbox::Outbox>,
+) -> Running {
+    let rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
+    let server = Server::bind_with_outbox(config, rules, outbox)
+        .await
+        .unwrap();
+    run(server)
 }
