@@ -11,10 +11,8 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use klaxon::outbox::Outbox;
@@ -22,6 +20,7 @@ use klaxon::outbox::testing::FaultSwitch;
 use serde_json::{Value, json};
 use support::klaxon::{Running, config_from, scripts, start, start_with_outbox};
 use support::slack::{Mode, SlackStandIn};
+use support::tmpfs::{Tmpfs, fill};
 use tempfile::TempDir;
 
 /// One test at a time: the gauges in `/metrics` belong to the whole process.
@@ -313,46 +312,6 @@ async fn healthz_fails_once_the_outbox_stays_broken_past_unhealthy_after() {
     server.shutdown().await;
 }
 
-/// A tmpfs mounted for the test; unmounted (lazily, in case a file is still open) on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` on `dir`; fails the test (never skips it) when it cannot.
-    fn mount(dir: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        let output = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .expect("cannot run `mount`");
-        assert!(
-            output.status.success(),
-            "this test mounts a small tmpfs to fill the outbox's disk and must run as root \
-             (CI does): `mount -t tmpfs` failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Self(dir.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// Writes `path` until the filesystem is full.
-fn fill(path: &Path) {
-    let mut file = std::fs::File::create(path).unwrap();
-    let chunk = vec![0xa5u8; 64 << 10];
-    let err = loop {
-        if let Err(err) = file.write_all(&chunk).and_then(|()| file.sync_data()) {
-            break err;
-        }
-    };
-    assert_eq!(err.raw_os_error(), Some(28), "ENOSPC expected: {err}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_answered_503_and_the_retry_after_space_is_freed_is_delivered() {
     let _serial = SERIAL.lock().await;
@@ -405,4 +364,70 @@ fn unhealthy_after_must_be_positive_and_its_line_is_named() {
         config.server.outbox_unhealthy_after,
         Duration::from_secs(120)
     );
+}
+
+/// A Slack-like webhook that breaks the outbox's disk as it accepts its first message, so
+/// that klaxon cannot remove what it just delivered; records every message's title.
+async fn slack_that_breaks_the_disk(switch: FaultSwitch) -> (String, Arc<Mutex<Vec<String>>>) {
+    let titles: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = titles.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            let switch = switch.clone();
+            async move {
+                let message: Value = serde_json::from_slice(&body).unwrap_or_default();
+                let title = message["blocks"][0]["text"]["text"].as_str().unwrap_or("");
+                let mut seen = seen.lock().unwrap();
+                if seen.is_empty() {
+                    switch.fail_writes();
+                }
+                seen.push(title.split_once(' ').map_or("", |t| t.1).to_owned());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, titles)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notice_delivered_while_the_outbox_cannot_remove_it_is_not_sent_again() {
+    let _serial = SERIAL.lock().await;
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("created", RULE)]);
+    let data = dir.path().join("data");
+    let switch = FaultSwitch::new();
+    let (url, titles) = slack_that_breaks_the_disk(switch.clone()).await;
+    let config = config_from(&toml(dir.path(), &data, &url, ""), dir.path());
+    let outbox = Arc::new(Outbox::open_with_backend(&data, switch.backend()).unwrap());
+    let server = start_with_outbox(&config, outbox.clone()).await;
+    let first = post(&server, &batch(&["c-1"])).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    // Delivered; its removal fails: the outbox breaks.
+    eventually("the outbox broken by the delivery", || async {
+        (!outbox.health().is_healthy()).then_some(())
+    })
+    .await;
+    switch.heal();
+    let second = post_until_stored(&server, &batch(&["c-2"])).await;
+    assert_stored(&second.body);
+    // Per target, notices go out in order: had c-1 been sent again, it would come first.
+    eventually("the second notice", || async {
+        (titles.lock().unwrap().len() >= 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        *titles.lock().unwrap(),
+        ["created c-1", "created c-2"],
+        "each notice exactly once"
+    );
+    eventually("klaxon_outbox_pending back to 0", || async {
+        (outbox.sizes().ok()?.pending == 0).then_some(())
+    })
+    .await;
+    server.shutdown().await;
 }

@@ -9,14 +9,19 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use klaxon::outbox::Outbox;
+use klaxon::outbox::testing::FaultSwitch;
 use serde_json::{Value, json};
 use support::alerts;
 use support::apiserver::{ApiserverSender, ApiserverSettings, SendReport};
+use support::klaxon::{config_from, start_with_outbox};
 use support::process::Daemon;
 use support::redis::RedisServer;
 use support::slack::SlackStandIn;
+use support::tmpfs::{Tmpfs, fill};
 use support::trickle::trickle;
 use tempfile::TempDir;
 use tokio::sync::watch;
@@ -54,28 +59,34 @@ for i in 0..500 { work += i; }
 alert(#{ title: event.auditID, dedup_key: event.auditID });
 "#;
 
+/// The config of [`setup`], with the outbox in `data`.
+fn config_text(dir: &Path, data: &Path, slack: &SlackStandIn) -> String {
+    format!(
+        "[scripts]\ndirs = [\"{scripts}\"]\n[outbox]\npath = \"{data}\"\n\
+         [delivery]\ngroup_wait = \"1s\"\nmax_alerts_per_notice = 45\npoll_interval = \"200ms\"\n\
+         [rule_defaults]\nbudget = 100000\n\
+         [routing]\ndefault_targets = [\"slack\"]\n\
+         [targets.slack]\ntype = \"slack\"\nwebhook_url = \"{url}\"\n",
+        scripts = dir.join("scripts").display(),
+        data = data.display(),
+        url = slack.url()
+    )
+}
+
 /// A config directory: the rule, the outbox under `data`, Slack as the only target, a
 /// short group window, digests of at most 45 alerts (all listed in one message), and a
 /// budget no stream reaches (each alert is to be seen on its own).
 fn setup(dir: &Path, slack: &SlackStandIn) -> String {
+    setup_with_outbox(dir, &dir.join("data"), slack)
+}
+
+/// [`setup`] with the outbox in `data`.
+fn setup_with_outbox(dir: &Path, data: &Path, slack: &SlackStandIn) -> String {
     let scripts = dir.join("scripts");
     std::fs::create_dir_all(&scripts).unwrap();
     std::fs::write(scripts.join("each.rhai"), RULE).unwrap();
     let config = dir.join("klaxon.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[scripts]\ndirs = [\"{scripts}\"]\n[outbox]\npath = \"{data}\"\n\
-             [delivery]\ngroup_wait = \"1s\"\nmax_alerts_per_notice = 45\n\
-             [rule_defaults]\nbudget = 100000\n\
-             [routing]\ndefault_targets = [\"slack\"]\n\
-             [targets.slack]\ntype = \"slack\"\nwebhook_url = \"{url}\"\n",
-            scripts = scripts.display(),
-            data = dir.join("data").display(),
-            url = slack.url()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&config, config_text(dir, data, slack)).unwrap();
     config.to_str().unwrap().to_owned()
 }
 
@@ -326,4 +337,96 @@ async fn fifty_stalled_senders_beside_the_stream_lose_nothing() {
     // Not one attempt was refused: the stalled senders held no batch slot.
     assert_eq!(report.attempts, report.batches, "{report:?}");
     figures("50 stalled senders", N, &report, duplicates.len());
+}
+
+/// Waits until the stream is a third through (batches answered 200).
+async fn a_third_through(sender: &ApiserverSender, events: usize) {
+    wait_until(Duration::from_secs(30), "a third of the stream", || {
+        sender.report().delivered_batches >= events / 10 / 3
+    })
+    .await;
+}
+
+/// How many answers were 503, and whether each carried an integer `Retry-After`.
+fn refusals(report: &SendReport) -> usize {
+    let refused = report.statuses.iter().filter(|s| **s == 503).count();
+    assert!(
+        report
+            .retry_after
+            .iter()
+            .all(|v| v.as_deref().is_some_and(|v| v.parse::<u64>().is_ok())),
+        "a 429 or 503 without an integer Retry-After: {:?}",
+        report.retry_after
+    );
+    refused
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_disk_full_for_five_seconds_mid_stream_loses_nothing() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    let tmpfs = Tmpfs::mount(&data, "16m");
+    let config = setup_with_outbox(dir.path(), &data, &slack);
+    let daemon = tokio::task::block_in_place(|| Daemon::start(&["--config", &config], &[]));
+    const N: usize = 600;
+    let sender = ApiserverSender::new(format!("http://{}/audit", daemon.addr), apiserver());
+    let stream = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.send(events(0..N)).await }
+    });
+    a_third_through(&sender, N).await;
+    let filler = data.join("filler");
+    fill(&filler);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    std::fs::remove_file(&filler).unwrap();
+    let report = stream.await.unwrap();
+    let expected = alerts::expected(PREFIX, N);
+    let delivered = wait_for_alerts(&slack, &expected).await;
+    daemon.signal("-TERM");
+    let duplicates = assert_nothing_lost(&report, &delivered, &expected);
+    let refused = refusals(&report);
+    assert!(refused > 0, "no batch met the full disk: {report:?}");
+    assert!(
+        duplicates.is_empty(),
+        "alerts delivered twice: {duplicates:?}"
+    );
+    figures("disk full 5 s", N, &report, duplicates.len());
+    drop(tmpfs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_io_error_in_the_outbox_mid_stream_is_ridden_out_without_a_restart() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    setup_with_outbox(dir.path(), &data, &slack);
+    let config = config_from(&config_text(dir.path(), &data, &slack), dir.path());
+    let switch = FaultSwitch::new();
+    let outbox = Arc::new(Outbox::open_with_backend(&data, switch.backend()).unwrap());
+    let server = start_with_outbox(&config, outbox.clone()).await;
+    const N: usize = 600;
+    let sender = ApiserverSender::new(format!("{}/audit", server.base), apiserver());
+    let stream = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.send(events(0..N)).await }
+    });
+    a_third_through(&sender, N).await;
+    // Alerts are pending (a group window of 1 s) when the disk starts failing.
+    switch.fail_writes();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!outbox.health().is_healthy(), "the fault went unnoticed");
+    switch.heal();
+    let report = stream.await.unwrap();
+    let expected = alerts::expected(PREFIX, N);
+    let delivered = wait_for_alerts(&slack, &expected).await;
+    assert!(outbox.health().is_healthy());
+    let duplicates = assert_nothing_lost(&report, &delivered, &expected);
+    assert!(refusals(&report) > 0, "no batch met the fault: {report:?}");
+    assert!(
+        duplicates.is_empty(),
+        "alerts delivered twice: {duplicates:?}"
+    );
+    figures("I/O error 5 s", N, &report, duplicates.len());
+    server.shutdown().await;
 }

@@ -4,7 +4,8 @@
 //! One task per target, so a slow or failing target never holds up another. Each task
 //! delivers its target's entries in order: a notice in backoff blocks the ones behind it.
 //! When the outbox cannot be read or updated (an I/O error broke it), a task pauses for
-//! `poll_interval` and tries again, so delivery resumes by itself once the outbox reopens.
+//! `poll_interval` and tries again, so delivery resumes by itself once the outbox reopens;
+//! a notice the target accepted meanwhile is remembered and removed then, not sent again.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -77,6 +78,9 @@ struct Worker {
     policy: DeliveryPolicy,
     wake: Arc<Notify>,
     stop: watch::Receiver<bool>,
+    /// Entries the target accepted whose removal the outbox did not take (it broke): removed
+    /// before anything else is read, never sent again by this process.
+    delivered: Vec<u64>,
 }
 
 impl Dispatcher {
@@ -102,6 +106,7 @@ impl Dispatcher {
                 notifier,
                 limiter: pacing.rate.map(|r| RateLimiter::direct(r.quota())),
                 shared_rate: shared_rate.clone(),
+                delivered: Vec::new(),
                 pacing,
                 outbox: outbox.clone(),
                 policy,
@@ -171,10 +176,18 @@ impl Worker {
             tokio::pin!(notified);
             notified.as_mut().enable();
             let draining = *self.stop.borrow();
+            if let Err(err) = self.remove_delivered().await {
+                if draining {
+                    // Sent once already; still pending in the outbox for the next start.
+                    return;
+                }
+                self.pause("cannot remove delivered entries from the outbox", &err)
+                    .await;
+                continue;
+            }
             match self.next_step(draining).await {
                 Ok(Step::Send(entries)) => {
                     if let Err(err) = self.deliver(entries).await {
-                        // The entries stay pending and are sent again: at-least-once.
                         self.pause("cannot update the outbox", &err).await;
                     }
                 }
@@ -195,6 +208,19 @@ impl Worker {
                 Err(err) => self.pause("cannot read the outbox", &err).await,
             }
         }
+    }
+
+    /// Removes the entries delivered while the outbox could not take their removal.
+    async fn remove_delivered(&mut self) -> Result<(), OutboxError> {
+        if self.delivered.is_empty() {
+            return Ok(());
+        }
+        let outbox = self.outbox.clone();
+        let name = self.name.clone();
+        let ids = self.delivered.clone();
+        blocking(move || outbox.complete(&name, &ids)).await?;
+        self.delivered.clear();
+        Ok(())
     }
 
     /// After an outbox failure: waits `poll_interval` (or until shutdown), then the task
@@ -291,6 +317,10 @@ impl Worker {
         let (outcome, settled) = self.settle(settle, &ids, now).await;
         for entry in &entries {
             telemetry::notification(&self.name, &entry.alert.rule, outcome);
+        }
+        if result.is_ok() && settled.is_err() {
+            // Sent: remembered, so that it is removed, not sent again, once the outbox heals.
+            self.delivered.extend(ids);
         }
         settled
     }

@@ -12,4 +12,5 @@ pub mod receiver;
 pub mod redis;
 pub mod slack;
 pub mod smtp;
+pub mod tmpfs;
 pub mod trickle;
