@@ -17,6 +17,7 @@ use klaxon::outbox::testing::FaultSwitch;
 use serde_json::{Value, json};
 use support::alerts;
 use support::apiserver::{ApiserverSender, ApiserverSettings, SendReport};
+use support::certs::Ca;
 use support::klaxon::{config_from, start_with_outbox};
 use support::process::Daemon;
 use support::redis::RedisServer;
@@ -428,5 +429,70 @@ async fn an_io_error_in_the_outbox_mid_stream_is_ridden_out_without_a_restart() 
         "alerts delivered twice: {duplicates:?}"
     );
     figures("I/O error 5 s", N, &report, duplicates.len());
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_client_certificates_required_probes_answer_and_the_stream_loses_nothing() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    let data = dir.path().join("data");
+    setup_with_outbox(dir.path(), &data, &slack);
+    let ca = Ca::new("reliability-ca");
+    let (cert, key) = ca.server(1, &[]).write(dir.path());
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let tls = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nprobe_listen = \"127.0.0.1:0\"\n\
+         [server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\
+         client_auth = \"required\"\n\
+         [server.auth]\nclient_cert_subjects = [\"CN=kube-apiserver,O=system:masters\"]\n",
+        cert.display(),
+        key.display(),
+        ca_file.display()
+    );
+    let text = format!("{tls}{}", config_text(dir.path(), &data, &slack));
+    let config = config_from(&text, dir.path());
+    let server = support::klaxon::start(&config).await;
+    let probe = server.probe.expect("probe_listen is set");
+    let url = format!("https://localhost:{}/audit", server.addr.port());
+    let client = |identity: Option<reqwest::Identity>| {
+        let builder = reqwest::Client::builder()
+            .tls_certs_only([ca.root()])
+            .resolve("localhost", server.addr);
+        match identity {
+            Some(identity) => builder.identity(identity),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    let identity = ca.client("kube-apiserver", "system:masters").identity();
+    let sender = ApiserverSender::with_client(client(Some(identity)), url.clone(), apiserver());
+    const N: usize = 200;
+    let stream = tokio::spawn({
+        let sender = sender.clone();
+        async move { sender.send(events(0..N)).await }
+    });
+    // While it runs: kubelet's probes and Prometheus, with no certificate, get answers...
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let answer = reqwest::get(format!("http://{probe}{path}")).await.unwrap();
+        assert_eq!(answer.status(), 200, "{path} on the probe listener");
+    }
+    // ... and a client without a certificate cannot post.
+    let refused = client(None).post(&url).body("{}").send().await;
+    assert!(
+        refused.is_err() || refused.is_ok_and(|r| r.status() == 401),
+        "ingest without a client certificate was taken"
+    );
+    let report = stream.await.unwrap();
+    let expected = alerts::expected(PREFIX, N);
+    let delivered = wait_for_alerts(&slack, &expected).await;
+    let duplicates = assert_nothing_lost(&report, &delivered, &expected);
+    assert!(
+        duplicates.is_empty(),
+        "alerts delivered twice: {duplicates:?}"
+    );
+    figures("mTLS required", N, &report, duplicates.len());
     server.shutdown().await;
 }
