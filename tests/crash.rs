@@ -85,3 +85,75 @@ async fn pending_alerts_survive_kill_dash_nine_and_are_delivered_after_restart()
     assert_eq!(titles.len(), 5, "each alert exactly once: {titles:?}");
     assert_eq!(slack.messages().len(), 5);
 }
+
+/// The apiserver's retry of a batch klaxon stored just before it was killed (the answer
+/// never arrived) comes to the restarted process: its events are remembered with the
+/// batch in the outbox, so the retry raises nothing and every alert goes out once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_of_a_batch_stored_before_kill_dash_nine_raises_nothing_after_restart() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    let scripts = dir.path().join("scripts");
+    std::fs::create_dir_all(&scripts).unwrap();
+    std::fs::write(
+        scripts.join("each.rhai"),
+        r#"alert(#{ title: event.auditID, dedup_key: event.auditID });"#,
+    )
+    .unwrap();
+    let config = dir.path().join("klaxon.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[scripts]\ndirs = [\"{scripts}\"]\n[outbox]\npath = \"{data}\"\n[delivery]\ngroup_wait = \"0s\"\n[routing]\ndefault_targets = [\"slack\"]\n[targets.slack]\ntype = \"slack\"\nwebhook_url = \"{url}\"\n",
+            scripts = scripts.display(),
+            data = dir.path().join("data").display(),
+            url = slack.url()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let post = |addr: String| async move {
+        let reply = reqwest::Client::new()
+            .post(format!("http://{addr}/audit"))
+            .body(batch(3))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(reply.status(), 200);
+        reply.json::<Value>().await.unwrap()
+    };
+
+    let first = tokio::task::block_in_place(|| Daemon::start(&["--config", &config], &[]));
+    assert_eq!(post(first.addr.clone()).await["queued"], 3);
+    slack.wait_for(3).await;
+    first.signal("-KILL");
+    drop(first);
+
+    let second = tokio::task::block_in_place(|| Daemon::start(&["--config", &config], &[]));
+    let retry = post(second.addr.clone()).await;
+    assert_eq!(retry["duplicates"], 3, "{retry}");
+    assert_eq!(retry["queued"], 0, "{retry}");
+    // A new event after the retry: once it is in Slack, a second copy of the first three
+    // would have been sent before it (a target's notices go out in order).
+    let fresh = reqwest::Client::new()
+        .post(format!("http://{}/audit", second.addr))
+        .body(
+            json!({"kind": "EventList", "items": [{
+                "auditID": "crash-new", "stage": "ResponseComplete", "verb": "create",
+                "objectRef": {"resource": "secrets", "namespace": "ns"},
+            }]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200);
+    let messages = slack.wait_for(4).await;
+    second.signal("-TERM");
+    let titles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["blocks"][0]["text"]["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles.len(), 4, "{titles:?}");
+    assert!(titles[3].ends_with("crash-new"), "{titles:?}");
+}

@@ -41,6 +41,9 @@ const PENDING: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("pendi
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 /// Counters (`next_id`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The events of stored batches, by (stored at, auditID, stage): an apiserver retry of a
+/// stored batch is skipped even after a restart (the seen filter is rebuilt from it).
+const SEEN: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("seen");
 
 /// Memory redb may use for its page cache.
 const CACHE_BYTES: usize = 8 << 20;
@@ -323,10 +326,39 @@ impl Outbox {
 
     /// Stores deliveries in one durable transaction (one fsync); returns their ids.
     pub fn enqueue(&self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<u64>, OutboxError> {
+        self.enqueue_batch(deliveries, &Processed::default(), now_ms)
+    }
+
+    /// Stores a batch's deliveries and, in the same transaction, the events it processed
+    /// (only when there is something to deliver: a batch that raises nothing writes
+    /// nothing). Returns the deliveries' ids.
+    pub fn enqueue_batch(
+        &self,
+        deliveries: &[Delivery],
+        processed: &Processed<'_>,
+        now_ms: i64,
+    ) -> Result<Vec<u64>, OutboxError> {
         if deliveries.is_empty() {
             return Ok(Vec::new());
         }
-        self.with_db(Access::Write, |db| insert(db, deliveries, now_ms))
+        self.with_db(Access::Write, |db| {
+            insert(db, deliveries, processed, now_ms)
+        })
+    }
+
+    /// The (auditID, stage) pairs of the batches stored at or after `since_ms`.
+    pub fn processed_since(&self, since_ms: i64) -> Result<Vec<(String, String)>, OutboxError> {
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(SEEN).store()?;
+            let mut out = Vec::new();
+            for row in table.range((since_ms, "", "")..).store()? {
+                let (key, _) = row.store()?;
+                let (_, audit_id, stage) = key.value();
+                out.push((audit_id.to_owned(), stage.to_owned()));
+            }
+            Ok(out)
+        })
     }
 
     /// Up to `limit` pending entries of `target`, oldest first.
@@ -511,13 +543,28 @@ fn open_database(backend: impl StorageBackend) -> Result<Database, OutboxError> 
     txn.open_table(PENDING).store()?;
     txn.open_table(DEAD).store()?;
     txn.open_table(META).store()?;
+    txn.open_table(SEEN).store()?;
     txn.commit().store()?;
     Ok(db)
 }
 
 /// Stores deliveries as new pending entries in one transaction; returns their ids.
-fn insert(db: &Database, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<u64>, OutboxError> {
+fn insert(
+    db: &Database,
+    deliveries: &[Delivery],
+    processed: &Processed<'_>,
+    now_ms: i64,
+) -> Result<Vec<u64>, OutboxError> {
     let txn = db.begin_write().store()?;
+    if !processed.events.is_empty() {
+        let mut seen = txn.open_table(SEEN).store()?;
+        for (audit_id, stage) in &processed.events {
+            seen.insert((now_ms, *audit_id, *stage), ()).store()?;
+        }
+        let forget_before = now_ms.saturating_sub(processed.remember_ms);
+        seen.retain_in(..(forget_before, "", ""), |_, ()| false)
+            .store()?;
+    }
     let mut ids = Vec::with_capacity(deliveries.len());
     {
         let mut meta = txn.open_table(META).store()?;
@@ -594,6 +641,15 @@ fn count(db: &Database) -> Result<Sizes, OutboxError> {
         pending: txn.open_table(PENDING).store()?.len().store()?,
         dead: txn.open_table(DEAD).store()?.len().store()?,
     })
+}
+
+/// The events a batch processed, remembered with its deliveries.
+#[derive(Debug, Default)]
+pub struct Processed<'a> {
+    /// (auditID, stage) of each event.
+    pub events: Vec<(&'a str, &'a str)>,
+    /// How long they are remembered (`event_dedup.window`); older ones are forgotten.
+    pub remember_ms: i64,
 }
 
 /// Whether `purge` also deletes entries still waiting for delivery.

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{ApiError, AppState, store};
+use super::{ApiError, AppState};
 use crate::audit::{self, DecodeError, Event};
+use crate::outbox::Processed;
 use crate::pipeline::wall_clock_ms;
 use crate::rules::{Alert, Ruleset, Selection, Staged};
 use crate::state::Claim;
@@ -88,17 +89,29 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
         .collect();
     let duplicates = accepted - events.len();
     telemetry::duplicates_skipped(duplicates);
+    let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
     let now_ms = wall_clock_ms();
     let mut sightings = Staged::default();
-    let alerts = evaluate(&rules, events, now_ms, &mut sightings);
+    let alerts = evaluate(&rules, &events, now_ms, &mut sightings);
     let alert_count = alerts.len();
     // The batch is a transaction: what it changes (seen events, claims, dedup keys, budgets,
-    // sightings) takes effect only once its deliveries are stored.
+    // sightings) takes effect only once its deliveries are stored. The events are stored
+    // with them, so that a retry after a restart is skipped too.
+    let processed = Processed {
+        events: events
+            .iter()
+            .filter(|e| !e.audit_id.is_empty())
+            .map(|e| (e.audit_id.as_str(), e.stage.as_str()))
+            .collect(),
+        remember_ms: millis(state.event_dedup_window),
+    };
     let stored = state.pipeline.transact(alerts, now_ms, |admission| {
-        store(&state.outbox, &admission.deliveries, now_ms)
+        state
+            .outbox
+            .enqueue_batch(&admission.deliveries, &processed, now_ms)
     });
     let admission = match stored {
-        Ok((admission, ())) => admission,
+        Ok((admission, _)) => admission,
         Err(err) => {
             release_claims(state, &claimed);
             tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
@@ -188,7 +201,7 @@ fn as_pairs(claimed: &[(String, String)]) -> Vec<(&str, &str)> {
 /// helpers' sightings in `sightings`; logs and counts script errors; records timings.
 fn evaluate(
     rules: &Ruleset,
-    events: Vec<Event>,
+    events: &[Arc<Event>],
     now_ms: i64,
     sightings: &mut Staged,
 ) -> Vec<Alert> {
@@ -198,7 +211,7 @@ fn evaluate(
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     for event in events {
         let evaluation =
-            rules.evaluate_staged(Arc::new(event), now_ms, Selection::Indexed, sightings);
+            rules.evaluate_staged(event.clone(), now_ms, Selection::Indexed, sightings);
         for err in &evaluation.errors {
             tracing::warn!(
                 rule = %err.rule,
@@ -237,4 +250,8 @@ fn summarize(errors: &[DecodeError]) -> Option<String> {
         1 => format!("cannot decode body: {first}"),
         n => format!("cannot decode body: {first} (and {} more)", n - 1),
     })
+}
+
+fn millis(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

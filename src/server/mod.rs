@@ -125,6 +125,8 @@ impl Server {
         // Installed before anything counts, so /metrics sees every count.
         telemetry::prometheus();
         telemetry::outbox_healthy(outbox.health().is_healthy());
+        let s = &config.server;
+        let seen = remembered(&outbox, s.event_dedup_window, s.event_dedup_max_entries)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -161,7 +163,6 @@ impl Server {
             http_client()?,
             shared_rate,
         );
-        let s = &config.server;
         telemetry::rules_loaded(rules.rules().len());
         Ok(Self {
             listener,
@@ -171,7 +172,7 @@ impl Server {
                 pipeline: Arc::new(pipeline),
                 outbox,
                 waker: dispatcher.waker(),
-                seen: SeenFilter::new(s.event_dedup_window, s.event_dedup_max_entries),
+                seen,
                 auth: s.auth.clone(),
                 evaluators: Arc::new(Semaphore::new(s.max_concurrent_batches)),
                 admission: Arc::new(Semaphore::new(
@@ -269,6 +270,24 @@ impl Server {
         self.dispatcher.shutdown(self.drain_timeout).await;
         served.and(probed).map_err(std::io::Error::other)
     }
+}
+
+/// The seen filter, holding the events of the batches stored within `window` (a retry of
+/// a batch stored before a restart is skipped too).
+fn remembered(
+    outbox: &Outbox,
+    window: Duration,
+    max_entries: usize,
+) -> Result<SeenFilter, StartError> {
+    let seen = SeenFilter::new(window, max_entries);
+    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+    let processed = outbox.processed_since(wall_clock_ms().saturating_sub(window_ms))?;
+    seen.record(
+        processed
+            .iter()
+            .filter_map(|(audit_id, stage)| seen.key(audit_id, stage)),
+    );
+    Ok(seen)
 }
 
 /// Binds the probe listener, returning it with the address it got.
