@@ -24,29 +24,36 @@ fn batch(n: usize) -> String {
     json!({"kind": "EventList", "items": items}).to_string()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pending_alerts_survive_kill_dash_nine_and_are_delivered_after_restart() {
-    let slack = SlackStandIn::start().await;
-    let dir = TempDir::new().unwrap();
-    let scripts = dir.path().join("scripts");
+/// Writes the rule `each` and a config (outbox in `dir/data`, Slack the only target, then
+/// `extra`); returns the config's path.
+fn config_file(dir: &std::path::Path, slack: &SlackStandIn, rule: &str, extra: &str) -> String {
+    let scripts = dir.join("scripts");
     std::fs::create_dir_all(&scripts).unwrap();
-    std::fs::write(
-        scripts.join("each.rhai"),
-        r#"alert(#{ title: event.auditID });"#,
-    )
-    .unwrap();
-    let config = dir.path().join("klaxon.toml");
+    std::fs::write(scripts.join("each.rhai"), rule).unwrap();
+    let config = dir.join("klaxon.toml");
     std::fs::write(
         &config,
         format!(
-            "[scripts]\ndirs = [\"{scripts}\"]\n[outbox]\npath = \"{data}\"\n[routing]\ndefault_targets = [\"slack\"]\n[targets.slack]\ntype = \"slack\"\nwebhook_url = \"{url}\"\n\n",
+            "[scripts]\ndirs = [\"{scripts}\"]\n[outbox]\npath = \"{data}\"\n[routing]\ndefault_targets = [\"slack\"]\n[targets.slack]\ntype = \"slack\"\nwebhook_url = \"{url}\"\n{extra}",
             scripts = scripts.display(),
-            data = dir.path().join("data").display(),
+            data = dir.join("data").display(),
             url = slack.url()
         ),
     )
     .unwrap();
-    let config = config.to_str().unwrap().to_owned();
+    config.to_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_alerts_survive_kill_dash_nine_and_are_delivered_after_restart() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    let config = config_file(
+        dir.path(),
+        &slack,
+        r#"alert(#{ title: event.auditID });"#,
+        "",
+    );
 
     // First life: a long group window, so nothing is sent before the kill.
     let first = tokio::task::block_in_place(|| {
@@ -93,25 +100,12 @@ async fn pending_alerts_survive_kill_dash_nine_and_are_delivered_after_restart()
 async fn a_retry_of_a_batch_stored_before_kill_dash_nine_raises_nothing_after_restart() {
     let slack = SlackStandIn::start().await;
     let dir = TempDir::new().unwrap();
-    let scripts = dir.path().join("scripts");
-    std::fs::create_dir_all(&scripts).unwrap();
-    std::fs::write(
-        scripts.join("each.rhai"),
+    let config = config_file(
+        dir.path(),
+        &slack,
         r#"alert(#{ title: event.auditID, dedup_key: event.auditID });"#,
-    )
-    .unwrap();
-    let config = dir.path().join("klaxon.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[scripts]\ndirs = [\"{scripts}\"]\n[outbox]\npath = \"{data}\"\n[delivery]\ngroup_wait = \"0s\"\n[routing]\ndefault_targets = [\"slack\"]\n[targets.slack]\ntype = \"slack\"\nwebhook_url = \"{url}\"\n",
-            scripts = scripts.display(),
-            data = dir.path().join("data").display(),
-            url = slack.url()
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap().to_owned();
+        "[delivery]\ngroup_wait = \"0s\"\n",
+    );
     let post = |addr: String| async move {
         let reply = reqwest::Client::new()
             .post(format!("http://{addr}/audit"))

@@ -523,13 +523,17 @@ impl Outbox {
 
 /// redb's own file backend on `path` (created when missing).
 fn file_backend(path: &Path) -> Result<FileBackend, DatabaseError> {
-    let file = OpenOptions::new()
+    FileBackend::new(open_file(path)?)
+}
+
+/// The outbox file at `path`, for reading and writing (created when missing).
+fn open_file(path: &Path) -> std::io::Result<std::fs::File> {
+    OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(path)?;
-    FileBackend::new(file)
+        .open(path)
 }
 
 /// Opens the database on `backend` and makes sure its tables exist.

@@ -5,7 +5,6 @@
 //! [`FaultSwitch::backend`]: every reopen makes a new backend on the same switch, so the
 //! production reopen path runs unchanged.
 
-use std::fs::OpenOptions;
 use std::io;
 use std::ops::Bound;
 use std::path::Path;
@@ -69,12 +68,7 @@ pub struct FaultyFile {
 impl FaultyFile {
     /// Opens (or creates) the file at `path`.
     pub fn open(path: &Path, switch: FaultSwitch) -> Result<Self, DatabaseError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
+        let file = super::open_file(path)?;
         Ok(Self {
             inner: FileBackend::new(file)?,
             switch,
