@@ -120,6 +120,9 @@ async fn a_retry_of_a_batch_stored_before_kill_dash_nine_raises_nothing_after_re
     let first = tokio::task::block_in_place(|| Daemon::start(&["--config", &config], &[]));
     assert_eq!(post(first.addr.clone()).await["queued"], 3);
     slack.wait_for(3).await;
+    // Killed once the outbox has removed what Slack accepted (a kill in between would send
+    // those again: delivery is at least once, tested above).
+    wait_for_empty_outbox(&first.addr).await;
     first.signal("-KILL");
     drop(first);
 
@@ -150,4 +153,25 @@ async fn a_retry_of_a_batch_stored_before_kill_dash_nine_raises_nothing_after_re
         .collect();
     assert_eq!(titles.len(), 4, "{titles:?}");
     assert!(titles[3].ends_with("crash-new"), "{titles:?}");
+}
+
+/// Asks `/readyz` (which reads the outbox) until nothing is pending; fails after 20 s.
+async fn wait_for_empty_outbox(addr: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let ready: Value = reqwest::get(format!("http://{addr}/readyz"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ready["outbox"]["pending"] == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outbox never emptied: {ready}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
