@@ -156,11 +156,7 @@ async fn eventually<T, F: Future<Output = Option<T>>>(
 
 /// The value of an unlabelled metric in `/metrics`.
 async fn metric(server: &Running, name: &str) -> Option<f64> {
-    let page = get(server, "/metrics").await.body;
-    let page = page.as_str().unwrap_or_default().to_owned();
-    page.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.trim().parse().ok())
+    support::metrics::scrape(&server.base, name).await
 }
 
 /// Titles of the alerts the stand-in accepted.

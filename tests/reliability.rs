@@ -288,14 +288,8 @@ async fn redis_stopped_and_restarted_mid_stream_two_replicas_lose_nothing() {
 
 /// The value of an unlabelled series on the daemon's `/metrics` (0 when absent).
 async fn metric(addr: &str, name: &str) -> f64 {
-    let page = reqwest::get(format!("http://{addr}/metrics"))
+    support::metrics::scrape(&format!("http://{addr}"), name)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
 

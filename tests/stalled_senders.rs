@@ -86,12 +86,8 @@ fn addr_of(server: &Running) -> SocketAddr {
 
 /// The value of gauge or counter `series` (name plus labels, as rendered) on `/metrics`.
 async fn metric(server: &Running, series: &str) -> f64 {
-    let (status, text) = server.get("/metrics").await;
-    assert_eq!(status, 200);
-    text.lines()
-        .filter_map(|l| l.strip_prefix(series))
-        .filter_map(|rest| rest.strip_prefix(' '))
-        .find_map(|v| v.trim().parse().ok())
+    support::metrics::scrape(&server.base, series)
+        .await
         .unwrap_or(0.0)
 }
 

@@ -16,7 +16,7 @@ pub mod testing;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use redb::backends::FileBackend;
 use redb::{
@@ -346,8 +346,13 @@ impl Outbox {
         })
     }
 
-    /// The (auditID, stage) pairs of the batches stored at or after `since_ms`.
-    pub fn processed_since(&self, since_ms: i64) -> Result<Vec<(String, String)>, OutboxError> {
+    /// The (auditID, stage) pairs of the batches stored within `window` before `now_ms`.
+    pub fn processed_within(
+        &self,
+        window: Duration,
+        now_ms: i64,
+    ) -> Result<Vec<(String, String)>, OutboxError> {
+        let since_ms = now_ms.saturating_sub(millis(window));
         self.with_db(Access::Read, |db| {
             let txn = db.begin_read().store()?;
             let table = txn.open_table(SEEN).store()?;
@@ -565,7 +570,7 @@ fn insert(
         for (audit_id, stage) in &processed.events {
             seen.insert((now_ms, *audit_id, *stage), ()).store()?;
         }
-        let forget_before = now_ms.saturating_sub(processed.remember_ms);
+        let forget_before = now_ms.saturating_sub(millis(processed.remember));
         seen.retain_in(..(forget_before, "", ""), |_, ()| false)
             .store()?;
     }
@@ -647,13 +652,17 @@ fn count(db: &Database) -> Result<Sizes, OutboxError> {
     })
 }
 
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// The events a batch processed, remembered with its deliveries.
 #[derive(Debug, Default)]
 pub struct Processed<'a> {
     /// (auditID, stage) of each event.
     pub events: Vec<(&'a str, &'a str)>,
     /// How long they are remembered (`event_dedup.window`); older ones are forgotten.
-    pub remember_ms: i64,
+    pub remember: Duration,
 }
 
 /// Whether `purge` also deletes entries still waiting for delivery.

@@ -65,11 +65,6 @@ pub struct Staged {
 }
 
 impl Staged {
-    /// Sightings staged so far.
-    pub fn len(&self) -> usize {
-        self.sightings.len()
-    }
-
     /// Whether nothing was staged.
     pub fn is_empty(&self) -> bool {
         self.sightings.is_empty()

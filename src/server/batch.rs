@@ -103,7 +103,7 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
             .filter(|e| !e.audit_id.is_empty())
             .map(|e| (e.audit_id.as_str(), e.stage.as_str()))
             .collect(),
-        remember_ms: millis(state.event_dedup_window),
+        remember: state.event_dedup_window,
     };
     let stored = state.pipeline.transact(alerts, now_ms, |admission| {
         state
@@ -250,8 +250,4 @@ fn summarize(errors: &[DecodeError]) -> Option<String> {
         1 => format!("cannot decode body: {first}"),
         n => format!("cannot decode body: {first} (and {} more)", n - 1),
     })
-}
-
-fn millis(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

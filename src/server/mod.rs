@@ -280,8 +280,7 @@ fn remembered(
     max_entries: usize,
 ) -> Result<SeenFilter, StartError> {
     let seen = SeenFilter::new(window, max_entries);
-    let window_ms = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
-    let processed = outbox.processed_since(wall_clock_ms().saturating_sub(window_ms))?;
+    let processed = outbox.processed_within(window, wall_clock_ms())?;
     seen.record(
         processed
             .iter()

@@ -7,8 +7,8 @@
 //!   window; deleted if storing fails. `SET … NX GET` needs Redis 7.0 or later.
 //! - `dedup:{rule}\x1f{dedup_key}` — a hash `s` (window start, ms), `w` (window, ms),
 //!   `n` (suppressed since the last notice), TTL twice the window plus a minute; a batch's
-//!   alerts are decided by one read-only Lua script and recorded by another once the batch
-//!   is stored, together with:
+//!   alerts are decided by one Lua script run read-only, and run again to record them once
+//!   the batch is stored, together with:
 //! - `budget:{rule}` — a hash `s` (budget window start, ms), `n` (alerts admitted in it
 //!   by all replicas), TTL the window plus a minute.
 //! - `helper:{rule}\x1f{key}` — `count_over`: a sorted set of sightings scored by time
@@ -50,16 +50,19 @@ pub enum Claim {
     Elsewhere,
 }
 
-/// Decides a whole batch's alerts without writing: for each (dedup key, budget key) pair,
-/// `-1, 0` when the dedup key is inside its window, else the suppressed count of the window
-/// that ended and the alert's number in its rule's budget window (over the budget: folded).
-/// The batch's own earlier alerts count, in a table of the script's.
-const DECIDE_SCRIPT: &str = r"
-local now = tonumber(ARGV[1])
+/// Decides a whole batch's alerts: for each (dedup key, budget key) pair, `-1, 0` when the
+/// dedup key is inside its window (its suppressed count grows), else the suppressed count
+/// of the window that ended (the key's window restarts now) and the alert's number in its
+/// rule's budget window (over the budget: folded). The batch's own earlier alerts count,
+/// in a table of the script's. ARGV[1] is the mode: `0` decides without writing (before
+/// the batch is stored), `1` decides again and writes (once it is stored).
+const DEDUP_SCRIPT: &str = r"
+local record = ARGV[1] == '1'
+local now = tonumber(ARGV[2])
 local out, dedup, budgets = {}, {}, {}
 for i = 1, #KEYS / 2 do
   local key, budget_key = KEYS[2 * i - 1], KEYS[2 * i]
-  local window, budget_window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  local window, budget_window = tonumber(ARGV[2 * i + 1]), tonumber(ARGV[2 * i + 2])
   local state = dedup[key]
   if not state then
     local stored = redis.call('HMGET', key, 's', 'w', 'n')
@@ -67,10 +70,15 @@ for i = 1, #KEYS / 2 do
   end
   if state.s and now < state.s + state.w then
     state.n = state.n + 1
+    if record then redis.call('HINCRBY', key, 'n', 1) end
     out[2 * i - 1], out[2 * i] = -1, 0
   else
     out[2 * i - 1] = state.n
     state = { s = now, w = window, n = 0 }
+    if record then
+      redis.call('HSET', key, 's', now, 'w', window, 'n', 0)
+      redis.call('PEXPIRE', key, window * 2 + 60000)
+    end
     local budget = budgets[budget_key]
     if not budget then
       local stored = redis.call('HMGET', budget_key, 's', 'n')
@@ -78,43 +86,18 @@ for i = 1, #KEYS / 2 do
     end
     if not budget.s or now >= budget.s + budget_window then
       budget = { s = now, n = 1 }
+      if record then
+        redis.call('HSET', budget_key, 's', now, 'n', 1)
+        redis.call('PEXPIRE', budget_key, budget_window + 60000)
+      end
     else
       budget.n = budget.n + 1
+      if record then redis.call('HINCRBY', budget_key, 'n', 1) end
     end
     budgets[budget_key] = budget
     out[2 * i] = budget.n
   end
   dedup[key] = state
-end
-return out
-";
-
-/// Records a stored batch's alerts, as [`DECIDE_SCRIPT`] decided them (deciding again on
-/// what the store holds now): a dedup key inside its window counts one more suppressed
-/// alert, else its window restarts now and its rule's budget counts the alert.
-const DEDUP_SCRIPT: &str = r"
-local now = tonumber(ARGV[1])
-local out = {}
-for i = 1, #KEYS / 2 do
-  local key, budget_key = KEYS[2 * i - 1], KEYS[2 * i]
-  local window, budget_window = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
-  local state = redis.call('HMGET', key, 's', 'w', 'n')
-  if state[1] and now < tonumber(state[1]) + tonumber(state[2]) then
-    redis.call('HINCRBY', key, 'n', 1)
-    out[2 * i - 1], out[2 * i] = -1, 0
-  else
-    out[2 * i - 1] = tonumber(state[3] or '0')
-    redis.call('HSET', key, 's', now, 'w', window, 'n', 0)
-    redis.call('PEXPIRE', key, window * 2 + 60000)
-    local started = redis.call('HGET', budget_key, 's')
-    if not started or now >= tonumber(started) + budget_window then
-      redis.call('HSET', budget_key, 's', now, 'n', 1)
-      redis.call('PEXPIRE', budget_key, budget_window + 60000)
-      out[2 * i] = 1
-    else
-      out[2 * i] = redis.call('HINCRBY', budget_key, 'n', 1)
-    end
-  end
 end
 return out
 ";
@@ -218,6 +201,15 @@ pub trait SharedHelpers: Send + Sync {
     fn record(&self, sightings: &[SharedSighting<'_>]) -> Result<(), Unavailable>;
 }
 
+/// Whether the dedup script only decides or also writes.
+#[derive(Debug, Clone, Copy)]
+enum Mode {
+    /// Before the batch is stored: nothing is written.
+    Decide = 0,
+    /// Once it is stored: the same decisions are written.
+    Record = 1,
+}
+
 /// A Redis server shared by the replicas.
 pub struct RedisState {
     manager: ConnectionManager,
@@ -225,7 +217,6 @@ pub struct RedisState {
     prefix: String,
     timeout: Duration,
     up: AtomicBool,
-    decide_script: Script,
     dedup_script: Script,
     rate_script: Script,
 }
@@ -249,7 +240,6 @@ impl RedisState {
             prefix: settings.key_prefix.clone(),
             timeout: settings.timeout,
             up: AtomicBool::new(true),
-            decide_script: Script::new(DECIDE_SCRIPT),
             dedup_script: Script::new(DEDUP_SCRIPT),
             rate_script: Script::new(RATE_SCRIPT),
         })
@@ -395,7 +385,7 @@ impl SharedDedup for RedisState {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let invocation = self.dedup_invocation(&self.decide_script, keys, now_ms);
+        let invocation = self.dedup_invocation(Mode::Decide, keys, now_ms);
         let replies: Vec<i64> = self.call("dedup", |mut conn| async move {
             invocation.invoke_async(&mut conn).await
         })?;
@@ -415,7 +405,7 @@ impl SharedDedup for RedisState {
         if keys.is_empty() {
             return Ok(());
         }
-        let invocation = self.dedup_invocation(&self.dedup_script, keys, now_ms);
+        let invocation = self.dedup_invocation(Mode::Record, keys, now_ms);
         self.call("dedup_record", |mut conn| async move {
             invocation.invoke_async::<Vec<i64>>(&mut conn).await
         })
@@ -424,15 +414,15 @@ impl SharedDedup for RedisState {
 }
 
 impl RedisState {
-    /// An invocation of a dedup script with the batch's keys and windows.
-    fn dedup_invocation<'a>(
+    /// An invocation of the dedup script, in `mode`, with the batch's keys and windows.
+    fn dedup_invocation(
         &self,
-        script: &'a Script,
+        mode: Mode,
         keys: &[AdmissionKey],
         now_ms: i64,
-    ) -> redis::ScriptInvocation<'a> {
-        let mut invocation = script.prepare_invoke();
-        invocation.arg(now_ms);
+    ) -> redis::ScriptInvocation<'_> {
+        let mut invocation = self.dedup_script.prepare_invoke();
+        invocation.arg(mode as u8).arg(now_ms);
         for key in keys {
             invocation
                 .key(format!("{}dedup:{}", self.prefix, key.dedup_key))

@@ -1,4 +1,5 @@
-//! Reading counters in tests through metrics-util's debugging recorder.
+//! Reading metrics in tests: counters through metrics-util's debugging recorder, and any
+//! series from a running server's `/metrics` page.
 
 use metrics_util::debugging::{DebugValue, Snapshotter};
 
@@ -19,4 +20,19 @@ pub fn counter(snapshotter: &Snapshotter, name: &str, labels: &[(&str, &str)]) -
             _ => 0,
         })
         .sum()
+}
+
+/// The value of `series` (a name, with its labels as rendered) on the `/metrics` page of
+/// the server at `base` (`http://ADDR`); `None` when the page does not list it.
+pub async fn scrape(base: &str, series: &str) -> Option<f64> {
+    let response = reqwest::get(format!("{base}/metrics")).await.unwrap();
+    assert_eq!(response.status(), 200, "GET {base}/metrics");
+    let page = response.text().await.unwrap();
+    page.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
