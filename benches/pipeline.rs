@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use klaxon::notify::{ConsoleFormat, Target, Targets};
+use klaxon::outbox::Delivery;
 use klaxon::outbox::Outbox;
-use klaxon::pipeline::{Delivery, Pipeline, PipelineSettings, RulePolicy};
+use klaxon::pipeline::{Pipeline, PipelineSettings, RulePolicy};
 use klaxon::rules::{Alert, AlertContext};
 
 fn alert(i: u64) -> Alert {

@@ -65,7 +65,7 @@ async fn main() {
     .unwrap();
     let config = config::load(Some(&dir.path().join("klaxon.toml"))).unwrap();
     let rules = Ruleset::load(&config.script_dirs, &config.limits, "bench").unwrap();
-    let server = Server::bind(&config, rules).await.unwrap();
+    let server = Server::bind(&config.serve, rules).await.unwrap();
     let url = format!("http://{}/audit", server.local_addr().unwrap());
     // Never stopped: what is queued stays in the temporary outbox and is not sent.
     tokio::spawn(server.run(std::future::pending()));

@@ -6,12 +6,14 @@
 
 pub mod audit;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod loadgen;
 pub mod notify;
 pub mod outbox;
 pub mod pipeline;
 pub mod rules;
+pub mod secret;
 pub mod server;
 pub mod state;
 pub mod telemetry;

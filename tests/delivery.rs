@@ -337,7 +337,7 @@ async fn failures_past_the_retry_budget_become_dead_letters() {
     assert_eq!(server.post(events(1, &["ns"])).await, 200);
     // 503s are retried (100 ms, then up to 400 ms apart) until the first failure is 300 ms old.
     slack.wait_for_requests(3).await;
-    let outbox = klaxon::outbox::Outbox::open(&config.outbox_path).unwrap();
+    let outbox = klaxon::outbox::Outbox::open(&config.serve.outbox_path).unwrap();
     let letter = loop {
         if let Some(letter) = outbox.dead_letters().unwrap().pop() {
             break letter;

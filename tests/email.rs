@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use klaxon::notify::email::{self, EmailSender, EmailSettings, SmtpSecurity};
 use klaxon::notify::template::{DEFAULT_FUEL, Template};
-use klaxon::notify::{Disposition, Notice, Secret, SendError};
+use klaxon::notify::{Disposition, Notice, SendError};
 use klaxon::rules::{Alert, AlertContext, Severity};
+use klaxon::secret::Secret;
 use support::smtp::{Mail, Pki, Received, ServerOptions, SmtpServer};
 
 fn alert(title: &str, audit_id: &str) -> Alert {

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use klaxon::notify::http::{self, HttpAuth, HttpSettings};
 use klaxon::notify::template::{DEFAULT_FUEL, Template};
-use klaxon::notify::{DeliveryPolicy, Disposition, Notice, PAYLOAD_VERSION, Secret, SendError};
+use klaxon::notify::{DeliveryPolicy, Disposition, Notice, PAYLOAD_VERSION, SendError};
 use klaxon::rules::{Alert, AlertContext, Severity};
+use klaxon::secret::Secret;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use support::receiver::{Answer, Receiver};

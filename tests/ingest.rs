@@ -155,7 +155,7 @@ async fn the_same_batch_twice_raises_one_alert() {
     assert_eq!(second["alerts"], 0);
     assert_eq!(second["queued"], 0);
     server.shutdown().await;
-    let outbox = klaxon::outbox::Outbox::open(&config.outbox_path).unwrap();
+    let outbox = klaxon::outbox::Outbox::open(&config.serve.outbox_path).unwrap();
     assert_eq!(outbox.all_pending().unwrap().len(), 3);
 }
 
@@ -221,7 +221,7 @@ async fn overload_gets_429_with_retry_after_and_every_accepted_batch_is_evaluate
     Arc::try_unwrap(server).ok().unwrap().shutdown().await;
     // Every batch that got 200 was evaluated and stored: 200 alerts each.
     assert_eq!(accepted_alerts.load(Ordering::SeqCst), ok * 200);
-    let outbox = klaxon::outbox::Outbox::open(&config.outbox_path).unwrap();
+    let outbox = klaxon::outbox::Outbox::open(&config.serve.outbox_path).unwrap();
     assert_eq!(outbox.all_pending().unwrap().len(), ok * 200);
 }
 

@@ -357,7 +357,7 @@ fn unhealthy_after_must_be_positive_and_its_line_is_named() {
     std::fs::write(&path, "[outbox]\nunhealthy_after = \"2m\"\n").unwrap();
     let config = klaxon::config::load(Some(&path)).unwrap();
     assert_eq!(
-        config.server.outbox_unhealthy_after,
+        config.serve.server.outbox_unhealthy_after,
         Duration::from_secs(120)
     );
 }

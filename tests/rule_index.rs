@@ -62,7 +62,7 @@ fn compare(
     let every = all_rules(settings);
     let (mut n, mut ran_indexed, mut ran_every, mut alerts) = (0, 0, 0, 0);
     for event in events {
-        let now = klaxon::pipeline::parse_time_ms(event.time()).unwrap_or(0);
+        let now = klaxon::clock::parse_time_ms(event.time()).unwrap_or(0);
         let event = Arc::new(event);
         let a = indexed.evaluate_selected(event.clone(), now, Selection::Indexed);
         let b = every.evaluate_selected(event.clone(), now, Selection::Every);

@@ -6,10 +6,12 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use klaxon::config::{Config, ServerSettings};
-use klaxon::notify::{ConsoleFormat, DeliveryPolicy, Secret, SlackSettings, Target, Targets};
+use klaxon::config::Config;
+use klaxon::notify::{ConsoleFormat, DeliveryPolicy, SlackSettings, Target, Targets};
 use klaxon::pipeline::PipelineSettings;
 use klaxon::rules::ScriptLimits;
+use klaxon::secret::Secret;
+use klaxon::server::{ServeSettings, ServerSettings};
 use metrics_util::debugging::DebuggingRecorder;
 use serde_json::{Value, json};
 use support::klaxon::start;
@@ -30,28 +32,30 @@ fn config(slack_url: &str, max_body_bytes: usize, data: &TempDir) -> Config {
     Config {
         source: None,
         cluster_name: "test-cluster".to_owned(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        max_body_bytes,
         script_dirs: vec![repo("scripts")],
         limits: ScriptLimits::default(),
         script_settings: Default::default(),
-        targets: Targets {
-            by_name: [
-                ("slack".to_owned(), slack),
-                ("console".to_owned(), Target::Console(ConsoleFormat::Json)),
-            ]
-            .into(),
-            pacing: Default::default(),
+        serve: ServeSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            max_body_bytes,
+            targets: Targets {
+                by_name: [
+                    ("slack".to_owned(), slack),
+                    ("console".to_owned(), Target::Console(ConsoleFormat::Json)),
+                ]
+                .into(),
+                pacing: Default::default(),
+            },
+            pipeline: PipelineSettings {
+                default_targets: vec!["slack".to_owned()],
+                ..PipelineSettings::default()
+            },
+            delivery: DeliveryPolicy::default(),
+            drain_timeout: Duration::from_secs(10),
+            outbox_path: data.path().to_path_buf(),
+            server: ServerSettings::default(),
+            state: Default::default(),
         },
-        pipeline: PipelineSettings {
-            default_targets: vec!["slack".to_owned()],
-            ..PipelineSettings::default()
-        },
-        delivery: DeliveryPolicy::default(),
-        drain_timeout: Duration::from_secs(10),
-        outbox_path: data.path().to_path_buf(),
-        server: ServerSettings::default(),
-        state: Default::default(),
     }
 }
 

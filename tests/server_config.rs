@@ -26,9 +26,12 @@ fn problem_of(server_keys: &str) -> String {
 #[test]
 fn defaults_read_for_30s_budget_four_bodies_and_no_probe_listener() {
     let config = load("max_body_bytes = 1000").unwrap();
-    assert_eq!(config.server.body_read_timeout, Duration::from_secs(30));
-    assert_eq!(config.server.body_buffer_bytes, 4000);
-    assert_eq!(config.server.probe_listen, None);
+    assert_eq!(
+        config.serve.server.body_read_timeout,
+        Duration::from_secs(30)
+    );
+    assert_eq!(config.serve.server.body_buffer_bytes, 4000);
+    assert_eq!(config.serve.server.probe_listen, None);
 }
 
 #[test]
@@ -37,10 +40,13 @@ fn the_new_keys_are_read() {
         "body_read_timeout = \"1m 30s\"\nbody_buffer_bytes = 100000000\nprobe_listen = \"0.0.0.0:8081\"",
     )
     .unwrap();
-    assert_eq!(config.server.body_read_timeout, Duration::from_secs(90));
-    assert_eq!(config.server.body_buffer_bytes, 100_000_000);
     assert_eq!(
-        config.server.probe_listen,
+        config.serve.server.body_read_timeout,
+        Duration::from_secs(90)
+    );
+    assert_eq!(config.serve.server.body_buffer_bytes, 100_000_000);
+    assert_eq!(
+        config.serve.server.probe_listen,
         Some("0.0.0.0:8081".parse().unwrap())
     );
 }

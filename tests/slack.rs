@@ -6,9 +6,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use klaxon::notify::SendError;
 use klaxon::notify::slack::{self, SlackSettings};
-use klaxon::notify::{Secret, SendError};
 use klaxon::rules::{Alert, AlertContext, Severity};
+use klaxon::secret::Secret;
 use support::slack::SlackStandIn;
 
 fn alert(title: &str, text: &str, fields: usize) -> Alert {

@@ -192,7 +192,10 @@ async fn a_body_not_whole_by_the_read_timeout_gets_408() {
     let dir = TempDir::new().unwrap();
     scripts(dir.path(), &[("fire", FIRE)]);
     let config = config_from(&toml(dir.path(), "body_read_timeout = \"1s\""), dir.path());
-    assert_eq!(config.server.body_read_timeout, Duration::from_secs(1));
+    assert_eq!(
+        config.serve.server.body_read_timeout,
+        Duration::from_secs(1)
+    );
     let server = start(&config).await;
     let (_stop, stopping) = watch::channel(false);
     let started = Instant::now();
@@ -252,7 +255,7 @@ async fn a_spent_byte_budget_gets_429_with_retry_after_until_it_comes_back() {
         ),
         dir.path(),
     );
-    assert_eq!(config.server.body_buffer_bytes, 65536);
+    assert_eq!(config.serve.server.body_buffer_bytes, 65536);
     let server = start(&config).await;
     // A client sends 60,000 of its 65,536 bytes and stalls: its buffer holds the budget.
     let mut hog = TcpStream::connect(addr_of(&server)).await.unwrap();

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::audit::{self, Event};
+use crate::clock::parse_time_ms;
 use crate::config::Config;
 use crate::loadgen::Generator;
-use crate::pipeline::parse_time_ms;
 use crate::rules::Ruleset;
 
 /// Arguments of `bench-rules`.

@@ -3,15 +3,17 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::config::{self, Config};
+use crate::config::{Config, Sources};
 use crate::notify::Target;
 use crate::rules::{Ruleset, ScriptLimits};
 
-pub(super) fn run(config_path: &Option<PathBuf>, scripts: &[PathBuf]) -> ExitCode {
+/// Checks what `sources` name; scripts are compiled even when the config is invalid, so
+/// every problem is reported at once.
+pub(super) fn run(sources: &Sources) -> ExitCode {
     let mut problems: Vec<String> = Vec::new();
-    let config = match config::load(config_path.as_deref()) {
+    let config = match sources.config() {
         Ok(config) => {
-            if let Some(tls) = &config.server.tls
+            if let Some(tls) = &config.serve.server.tls
                 && let Err(err) = crate::server::tls::check(tls)
             {
                 problems.push(format!("server.tls: {err}"));
@@ -23,10 +25,10 @@ pub(super) fn run(config_path: &Option<PathBuf>, scripts: &[PathBuf]) -> ExitCod
             None
         }
     };
-    let dirs = match (scripts.is_empty(), &config) {
-        (false, _) => scripts.to_vec(),
-        (true, Some(c)) => c.script_dirs.clone(),
-        (true, None) => vec![PathBuf::from("scripts")],
+    let dirs = match (&config, sources.scripts.is_empty()) {
+        (Some(c), _) => c.script_dirs.clone(),
+        (None, false) => sources.scripts.clone(),
+        (None, true) => vec![PathBuf::from("scripts")],
     };
     let limits = config
         .as_ref()
@@ -65,6 +67,7 @@ fn ok_line(config: &Config, rules: &Ruleset, dirs: &[PathBuf]) -> String {
     let names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
     let dirs: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
     let targets: Vec<String> = config
+        .serve
         .targets
         .by_name
         .iter()

@@ -15,9 +15,10 @@ use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 
 use crate::audit::{self, Location};
+use crate::clock::parse_time_ms;
 use crate::config::Config;
 use crate::notify::{self, ConsoleFormat, Target, Targets};
-use crate::pipeline::{Outcome, Replay, Report, TimedNotice, parse_time_ms};
+use crate::pipeline::{Outcome, Replay, Report, TimedNotice};
 use crate::rules::{Alert, Ruleset};
 
 /// Arguments shared by `dry-run` and `replay`.
@@ -63,14 +64,17 @@ struct Counts {
 pub(super) fn run(config: &Config, args: &Args, mode: Mode) -> anyhow::Result<ExitCode> {
     let rules = super::load_rules(config)?;
     let render = match &args.target {
-        Some(name) => Some((name.as_str(), target_render(&config.targets, name)?)),
+        Some(name) => Some((name.as_str(), target_render(&config.serve.targets, name)?)),
         None => None,
     };
-    let targets = Arc::new(simulated_targets(&config.targets, args.target.as_deref()));
+    let targets = Arc::new(simulated_targets(
+        &config.serve.targets,
+        args.target.as_deref(),
+    ));
     let mut replay = Replay::new(
-        config.pipeline.clone(),
+        config.serve.pipeline.clone(),
         targets.clone(),
-        config.delivery.max_alerts_per_notice,
+        config.serve.delivery.max_alerts_per_notice,
     );
     let mut counts = Counts::default();
     let stdout = std::io::stdout();

@@ -20,9 +20,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, Sources};
 use crate::rules::Ruleset;
-use crate::server::ReloadSource;
 
 /// klaxon: Kubernetes audit events in, alerts people act on out.
 #[derive(Debug, Parser)]
@@ -107,57 +106,33 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let sources = Sources {
+        config_path: cli.config.clone(),
+        scripts: cli.scripts.clone(),
+    };
+    let load_config = || sources.config().context("invalid configuration");
     match cli.command {
         Command::Serve { listen } => {
-            let mut config = load_config(&cli.config, &cli.scripts)?;
+            let mut config = load_config()?;
             if let Some(addr) = listen {
-                config.listen = addr;
+                config.serve.listen = addr;
             }
-            let reload = ReloadSource::new(cli.config.clone(), cli.scripts.clone(), &config);
-            serve::run(config, reload)
+            serve::run(&sources, config)
         }
-        Command::DryRun(ref args) => {
-            let config = load_config(&cli.config, &cli.scripts)?;
-            dry_run::run(&config, args, dry_run::Mode::DryRun)
-        }
-        Command::Replay(ref args) => {
-            let config = load_config(&cli.config, &cli.scripts)?;
-            dry_run::run(&config, args, dry_run::Mode::Replay)
-        }
-        Command::Check => Ok(check::run(&cli.config, &cli.scripts)),
-        Command::Test(ref args) => {
-            let config = load_config(&cli.config, &cli.scripts)?;
-            test::run(&config, args)
-        }
-        Command::Outbox(ref command) => {
-            let config = load_config(&cli.config, &cli.scripts)?;
-            outbox::run(&config, command)
-        }
-        Command::Gen(ref command) => {
-            let config = load_config(&cli.config, &cli.scripts)?;
-            r#gen::run(&config, command)
-        }
+        Command::DryRun(ref args) => dry_run::run(&load_config()?, args, dry_run::Mode::DryRun),
+        Command::Replay(ref args) => dry_run::run(&load_config()?, args, dry_run::Mode::Replay),
+        Command::Check => Ok(check::run(&sources)),
+        Command::Test(ref args) => test::run(&load_config()?, args),
+        Command::Outbox(ref command) => outbox::run(&load_config()?, command),
+        Command::Gen(ref command) => r#gen::run(&load_config()?, command),
         Command::BenchIngest(ref args) => bench_ingest::run(args),
-        Command::BenchRules(ref args) => {
-            let config = load_config(&cli.config, &cli.scripts)?;
-            bench_rules::run(&config, args)
-        }
+        Command::BenchRules(ref args) => bench_rules::run(&load_config()?, args),
     }
 }
 
-fn load_config(path: &Option<PathBuf>, scripts: &[PathBuf]) -> anyhow::Result<Config> {
-    let mut config = config::load(path.as_deref()).context("invalid configuration")?;
-    if !scripts.is_empty() {
-        config.script_dirs = scripts.to_vec();
-    }
-    Ok(config)
-}
-
+/// The scripts `config` names, compiled with their settings.
 fn load_rules(config: &Config) -> anyhow::Result<Ruleset> {
-    let mut rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name)
-        .context("scripts failed to load")?;
-    rules.set_settings(&config.script_settings);
-    Ok(rules)
+    config::rules(config).context("scripts failed to load")
 }
 
 fn init_logging(format: LogFormat, default_filter: &str) {

@@ -8,9 +8,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
+use crate::clock::wall_clock_ms;
 use crate::config::Config;
 use crate::outbox::{IncludePending, Outbox, Selection};
-use crate::pipeline::wall_clock_ms;
 
 /// `klaxon outbox` subcommands.
 #[derive(Debug, Subcommand)]
@@ -43,8 +43,12 @@ pub enum Command {
 }
 
 pub(super) fn run(config: &Config, command: &Command) -> anyhow::Result<ExitCode> {
-    let outbox = Outbox::open(&config.outbox_path)
-        .with_context(|| format!("cannot open the outbox in {}", config.outbox_path.display()))?;
+    let outbox = Outbox::open(&config.serve.outbox_path).with_context(|| {
+        format!(
+            "cannot open the outbox in {}",
+            config.serve.outbox_path.display()
+        )
+    })?;
     match command {
         Command::List { json } => list(&outbox, *json),
         Command::Retry { ids, all } => {

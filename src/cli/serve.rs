@@ -4,23 +4,25 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::config::Config;
+use crate::config::{Config, Sources};
 use crate::notify::Target;
-use crate::server::{ReloadSource, Server};
+use crate::server::Server;
 
-pub(super) fn run(config: Config, reload: ReloadSource) -> anyhow::Result<ExitCode> {
+/// Serves `config` (loaded from `sources`), reloading from `sources` on changes.
+pub(super) fn run(sources: &Sources, config: Config) -> anyhow::Result<ExitCode> {
     let rules = super::load_rules(&config)?;
+    let reload = sources.reload_source(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async move {
-        for (name, target) in &config.targets.by_name {
+        for (name, target) in &config.serve.targets.by_name {
             if let Target::Fallback { to, reason, .. } = target {
                 tracing::warn!(target_name = %name, fallback = %to, "{reason}; its alerts go to {to}");
             }
         }
-        let server = Server::bind(&config, rules)
+        let server = Server::bind(&config.serve, rules)
             .await
             .context("cannot start the server")?
             .with_reload(reload);

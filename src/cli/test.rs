@@ -10,8 +10,9 @@ use anyhow::Context as _;
 use serde::Deserialize;
 
 use crate::audit::{self, Event};
+use crate::clock::parse_time_ms;
 use crate::config::Config;
-use crate::pipeline::{Replay, parse_time_ms};
+use crate::pipeline::Replay;
 use crate::rules::{Alert, Ruleset, ScriptSource, Severity};
 
 /// `klaxon test` arguments.
@@ -254,9 +255,9 @@ fn run_case(config: &Config, sources: &[ScriptSource], file: &Path, case: &Case)
     };
     rules.set_settings(&config.script_settings);
     let mut replay = Replay::new(
-        config.pipeline.clone(),
-        Arc::new(config.targets.clone()),
-        config.delivery.max_alerts_per_notice,
+        config.serve.pipeline.clone(),
+        Arc::new(config.serve.targets.clone()),
+        config.serve.delivery.max_alerts_per_notice,
     );
     let mut clock = 0;
     let mut alerts: Vec<Alert> = Vec::new();

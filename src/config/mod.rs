@@ -5,6 +5,7 @@
 //! nothing at run time.
 
 mod raw;
+mod sources;
 mod targets;
 
 use std::collections::BTreeMap;
@@ -14,18 +15,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use figment::providers::{Env, Serialized};
 
 pub use raw::{
     RawAuth, RawConfig, RawDelivery, RawEventDedup, RawOutbox, RawRouting, RawRulePolicy,
     RawScripts, RawServer, RawSilence, RawState, RawTarget, RawTls, StateBackend, TargetType,
 };
+pub use sources::{LoadError, Sources, rules};
 
+use crate::clock::parse_time_ms;
 use crate::notify::{DeliveryPolicy, Target, Targets};
-use crate::pipeline::{PipelineSettings, RulePolicy, Silence, parse_time_ms};
+use crate::pipeline::{PipelineSettings, RulePolicy, Silence};
 use crate::rules::ScriptLimits;
 use crate::server::auth::AuthSettings;
 use crate::server::tls::{ClientAuth, TlsSettings};
+use crate::server::{ServeSettings, ServerSettings};
 use crate::state::{RedisSettings, StateSettings};
 
 /// The config file used when `--config` is not given, if it exists.
@@ -38,62 +42,14 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Name shown on every alert.
     pub cluster_name: String,
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Largest accepted request body, in bytes.
-    pub max_body_bytes: usize,
     /// Script directories.
     pub script_dirs: Vec<PathBuf>,
     /// Script sandbox limits.
     pub limits: ScriptLimits,
     /// `[scripts.settings]`, as JSON values.
     pub script_settings: BTreeMap<String, serde_json::Value>,
-    /// Targets and their pacing.
-    pub targets: Targets,
-    /// Routes, silences, dedup and budget policies.
-    pub pipeline: PipelineSettings,
-    /// Retries and notice size.
-    pub delivery: DeliveryPolicy,
-    /// How long shutdown may spend sending what is due.
-    pub drain_timeout: Duration,
-    /// Data directory of the outbox.
-    pub outbox_path: PathBuf,
-    /// How the webhook takes connections and load.
-    pub server: ServerSettings,
-    /// Where the state shared by replicas lives.
-    pub state: StateSettings,
-}
-
-/// How the webhook takes connections, credentials and load.
-#[derive(Debug, Clone)]
-pub struct ServerSettings {
-    /// TLS, when configured.
-    pub tls: Option<TlsSettings>,
-    /// Who may post.
-    pub auth: AuthSettings,
-    /// Batches evaluated at once.
-    pub max_concurrent_batches: usize,
-    /// Batches waiting for an evaluator before 429.
-    pub max_queued_batches: usize,
-    /// `Retry-After` of a 429.
-    pub retry_after: Duration,
-    /// Slow-loris guard: longest time to send a request's headers.
-    pub header_read_timeout: Duration,
-    /// Slow-sender guard: longest time to send a request's body once its headers are in.
-    pub body_read_timeout: Duration,
-    /// Most bytes of request bodies being read at once, over all requests.
-    pub body_buffer_bytes: usize,
-    /// Longest shutdown waits for in-flight requests.
-    pub shutdown_timeout: Duration,
-    /// Plain-HTTP listener for probes and metrics only, when configured.
-    pub probe_listen: Option<SocketAddr>,
-    /// (auditID, stage) pairs remembered for this long are skipped.
-    pub event_dedup_window: Duration,
-    /// Most (auditID, stage) pairs remembered.
-    pub event_dedup_max_entries: usize,
-    /// `[outbox] unhealthy_after`: how long the outbox may stay broken (I/O errors) before
-    /// `/healthz` fails.
-    pub outbox_unhealthy_after: Duration,
+    /// What `serve` runs with: listener, targets, pipeline, delivery, outbox, shared state.
+    pub serve: ServeSettings,
 }
 
 /// One problem in the configuration: which key, where, and what is wrong.
@@ -187,31 +143,21 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
     validate(raw, &sources)
 }
 
+/// Reads and parses the file once (its spans name the lines of problems), then lets
+/// figment merge it over the defaults and under the `KLAXON_…` environment.
 fn read(path: Option<PathBuf>) -> Result<(RawConfig, SourceMap), ConfigError> {
     let mut figment = Figment::from(Serialized::defaults(RawConfig::default()));
     let mut document = None;
     if let Some(path) = &path {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError(vec![ConfigProblem {
-                location: path.display().to_string(),
-                key: String::new(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
-        // Parse the file alone first: toml's errors carry the line and column.
-        if let Err(err) = toml::from_str::<RawConfig>(&text) {
-            let location = match err.span() {
-                Some(span) => format!("{}:{}", path.display(), line_at(&text, span.start)),
-                None => path.display().to_string(),
-            };
-            return Err(ConfigError(vec![ConfigProblem {
-                location,
-                key: String::new(),
-                message: err.message().trim().lines().collect::<Vec<_>>().join("; "),
-            }]));
-        }
-        document = toml_edit::ImDocument::parse(text).ok();
-        figment = figment.merge(Toml::file_exact(path));
+        let doc = parse_file(path)?;
+        let in_file =
+            |err: toml_edit::de::Error| file_problem(path, doc.raw(), err.span(), err.message());
+        // The file alone against the schema first: serde's own words, at the line.
+        toml_edit::de::from_document::<RawConfig>(doc.clone()).map_err(in_file)?;
+        let values =
+            toml_edit::de::from_document::<figment::value::Dict>(doc.clone()).map_err(in_file)?;
+        figment = figment.merge(Serialized::defaults(values));
+        document = Some(doc);
     }
     figment = figment.merge(
         Env::prefixed("KLAXON_")
@@ -222,18 +168,49 @@ fn read(path: Option<PathBuf>) -> Result<(RawConfig, SourceMap), ConfigError> {
     let raw = figment.extract::<RawConfig>().map_err(|err| {
         ConfigError(
             err.into_iter()
-                .map(|e| ConfigProblem {
-                    location: e
-                        .metadata
-                        .as_ref()
-                        .map_or("configuration".to_owned(), |m| m.name.to_string()),
-                    key: e.path.join("."),
-                    message: e.kind.to_string(),
+                .map(|e| {
+                    let key = e.path.join(".");
+                    ConfigProblem {
+                        location: sources.locate(&key),
+                        key,
+                        message: e.kind.to_string(),
+                    }
                 })
                 .collect(),
         )
     })?;
     Ok((raw, sources))
+}
+
+/// The file's text as a TOML document; a syntax error names its line.
+fn parse_file(path: &Path) -> Result<toml_edit::ImDocument<String>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(vec![ConfigProblem {
+            location: path.display().to_string(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        }])
+    })?;
+    toml_edit::ImDocument::parse(text.clone())
+        .map_err(|err| file_problem(path, &text, err.span(), err.message()))
+}
+
+/// A problem of the file as a whole, at the line of `span`.
+fn file_problem(
+    path: &Path,
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+    message: &str,
+) -> ConfigError {
+    let location = match span {
+        Some(span) => format!("{}:{}", path.display(), line_at(text, span.start)),
+        None => path.display().to_string(),
+    };
+    ConfigError(vec![ConfigProblem {
+        location,
+        key: String::new(),
+        message: message.trim().lines().collect::<Vec<_>>().join("; "),
+    }])
 }
 
 fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> {
@@ -356,8 +333,6 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
     Ok(Config {
         source: sources.path.clone(),
         cluster_name: raw.cluster_name,
-        listen,
-        max_body_bytes: raw.server.max_body_bytes,
         script_dirs: raw.scripts.dirs,
         limits: raw.scripts.limits,
         script_settings: raw
@@ -366,25 +341,29 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
             .into_iter()
             .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default()))
             .collect(),
-        targets,
-        pipeline: PipelineSettings {
-            routes: raw.routes,
-            silences,
-            default_targets: raw.routing.default_targets,
-            rule_defaults: raw.rule_defaults,
-            rule_policies,
+        serve: ServeSettings {
+            listen,
+            max_body_bytes: raw.server.max_body_bytes,
+            targets,
+            pipeline: PipelineSettings {
+                routes: raw.routes,
+                silences,
+                default_targets: raw.routing.default_targets,
+                rule_defaults: raw.rule_defaults,
+                rule_policies,
+            },
+            delivery: DeliveryPolicy {
+                retry_base: d.retry_base,
+                retry_cap: d.retry_cap,
+                retry_budget: d.retry_budget,
+                max_alerts_per_notice: d.max_alerts_per_notice,
+                poll_interval: d.poll_interval,
+            },
+            drain_timeout: d.drain_timeout,
+            outbox_path: raw.outbox.path,
+            server,
+            state,
         },
-        delivery: DeliveryPolicy {
-            retry_base: d.retry_base,
-            retry_cap: d.retry_cap,
-            retry_budget: d.retry_budget,
-            max_alerts_per_notice: d.max_alerts_per_notice,
-            poll_interval: d.poll_interval,
-        },
-        drain_timeout: d.drain_timeout,
-        outbox_path: raw.outbox.path,
-        server,
-        state,
     })
 }
 
@@ -453,6 +432,7 @@ fn validate_state(raw: &RawState, problem: &mut impl FnMut(&str, String)) -> Sta
     })
 }
 
+/// The `[server]` settings of a config file that sets none of them.
 impl Default for ServerSettings {
     fn default() -> Self {
         let raw = RawConfig::default();

@@ -11,7 +11,8 @@ use crate::notify::template::{DEFAULT_FUEL, Template};
 use lettre::message::Mailbox;
 
 use crate::notify::email::{EmailSender, EmailSettings, SmtpSecurity};
-use crate::notify::{HttpAuth, HttpSettings, Pacing, Rate, Secret, SlackSettings, Target};
+use crate::notify::{HttpAuth, HttpSettings, Pacing, Rate, SlackSettings, Target};
+use crate::secret::Secret;
 
 /// A problem with one key of a target: (key under the target, message).
 pub(super) type TargetProblem = (&'static str, String);

@@ -271,7 +271,7 @@ default_targets = ["console"]
         std::fs::write(pki.path("klaxon.toml"), toml).unwrap();
         let config = crate::config::load(Some(&pki.path("klaxon.toml"))).unwrap();
         let rules = Ruleset::load(&config.script_dirs, &config.limits, "test").unwrap();
-        let server = Server::bind(&config, rules).await.unwrap();
+        let server = Server::bind(&config.serve, rules).await.unwrap();
         let url = format!("https://{}/audit", server.local_addr().unwrap());
         tokio::spawn(server.run(std::future::pending()));
         url.parse().unwrap()

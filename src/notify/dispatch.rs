@@ -16,8 +16,8 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use super::{Disposition, Notice, Notifier, Pacing, SendError, Targets};
+use crate::clock::wall_clock_ms;
 use crate::outbox::{Entry, Outbox, OutboxError};
-use crate::pipeline::wall_clock_ms;
 use crate::state::SharedRate;
 use crate::telemetry;
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use reqwest::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::template::Template;
-use super::{Notice, PAYLOAD_VERSION, Secret, SendError};
+use super::{Notice, PAYLOAD_VERSION, SendError};
+use crate::secret::Secret;
 
 /// The `User-Agent` of every request: `klaxon/<version>`.
 pub const USER_AGENT: &str = concat!("klaxon/", env!("CARGO_PKG_VERSION"));
@@ -177,5 +178,5 @@ async fn reason(mut response: reqwest::Response) -> String {
     }
     bytes.truncate(REASON_BYTES);
     let text = String::from_utf8_lossy(&bytes);
-    super::slack::truncate(text.trim(), REASON_CHARS)
+    super::truncate(text.trim(), REASON_CHARS)
 }

@@ -12,7 +12,6 @@ pub mod slack;
 pub mod template;
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 pub use console::ConsoleFormat;
 pub use dispatch::{DeliveryPolicy, Dispatcher, Waker};
@@ -21,28 +20,6 @@ pub use notice::{Notice, PAYLOAD_VERSION};
 pub use slack::SlackSettings;
 
 use crate::rules::Alert;
-
-/// A credential (webhook URL, password, token): never printed, never logged.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// A configured target, ready to use.
 #[derive(Debug, Clone)]
@@ -268,4 +245,14 @@ pub fn payload(target: &Target, notice: &Notice) -> Result<String, SendError> {
 /// Renders `alert` in the console's format.
 pub fn console_text(alert: &Alert, format: ConsoleFormat) -> String {
     console::render(alert, format)
+}
+
+/// Cuts `text` to at most `max` characters, ending with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
 }

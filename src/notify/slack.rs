@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Secret, SendError};
+use super::{SendError, truncate};
 use crate::rules::Alert;
+use crate::secret::Secret;
 
 /// Slack's documented Block Kit limits.
 pub mod limits {
@@ -30,16 +31,6 @@ pub struct SlackSettings {
     pub webhook_url: Secret,
     /// Timeout of one POST.
     pub timeout: Duration,
-}
-
-/// Cuts `text` to at most `max` characters, ending with `…` when cut.
-pub fn truncate(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
 }
 
 /// Escapes the three characters Slack's mrkdwn reserves.

@@ -28,9 +28,18 @@ use serde::{Deserialize, Serialize};
 pub use health::Health;
 use health::{Gate, State};
 
-use crate::pipeline::Delivery;
+use crate::clock::duration_ms;
 use crate::rules::Alert;
 use crate::telemetry;
+
+/// An alert bound for one concrete target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delivery {
+    /// The target that will send it (fallbacks already followed).
+    pub target: String,
+    /// The alert, with its effective dedup and group keys filled in.
+    pub alert: Alert,
+}
 
 /// File name of the outbox inside its directory.
 pub const FILE_NAME: &str = "outbox.redb";
@@ -352,7 +361,7 @@ impl Outbox {
         window: Duration,
         now_ms: i64,
     ) -> Result<Vec<(String, String)>, OutboxError> {
-        let since_ms = now_ms.saturating_sub(millis(window));
+        let since_ms = now_ms.saturating_sub(duration_ms(window));
         self.with_db(Access::Read, |db| {
             let txn = db.begin_read().store()?;
             let table = txn.open_table(SEEN).store()?;
@@ -570,7 +579,7 @@ fn insert(
         for (audit_id, stage) in &processed.events {
             seen.insert((now_ms, *audit_id, *stage), ()).store()?;
         }
-        let forget_before = now_ms.saturating_sub(millis(processed.remember));
+        let forget_before = now_ms.saturating_sub(duration_ms(processed.remember));
         seen.retain_in(..(forget_before, "", ""), |_, ()| false)
             .store()?;
     }
@@ -650,10 +659,6 @@ fn count(db: &Database) -> Result<Sizes, OutboxError> {
         pending: txn.open_table(PENDING).store()?.len().store()?,
         dead: txn.open_table(DEAD).store()?.len().store()?,
     })
-}
-
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// The events a batch processed, remembered with its deliveries.

@@ -13,12 +13,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use std::time::Duration;
 
 pub use policy::{Matcher, PipelineSettings, Route, RulePolicy, Silence};
 pub use replay::{Replay, Report, RuleTally, TargetTally, TimedNotice};
 
+use crate::clock::duration_ms;
 use crate::notify::{Target, Targets};
+use crate::outbox::Delivery;
 use crate::rules::{Alert, Severity};
 use crate::state::{AdmissionKey, SharedDedup, Verdict};
 use crate::telemetry;
@@ -107,15 +108,6 @@ fn local_dedup(state: &mut State, key: String, window: i64, now_ms: i64) -> Opti
             Some(0)
         }
     }
-}
-
-/// An alert bound for one concrete target.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Delivery {
-    /// The target that will send it (fallbacks already followed).
-    pub target: String,
-    /// The alert, with its effective dedup and group keys filled in.
-    pub alert: Alert,
 }
 
 /// The result of admitting a set of alerts.
@@ -327,9 +319,9 @@ impl Pipeline {
                 let policy = settings.policy(&alert.rule);
                 keys.push(AdmissionKey {
                     dedup_key: dedup_key(alert),
-                    dedup_window_ms: millis(policy.dedup_window),
+                    dedup_window_ms: duration_ms(policy.dedup_window),
                     rule: alert.rule.clone(),
-                    budget_window_ms: millis(policy.budget_window),
+                    budget_window_ms: duration_ms(policy.budget_window),
                 });
             }
         }
@@ -366,7 +358,7 @@ impl Pipeline {
             return Outcome::Silenced;
         }
         let policy = settings.policy(&alert.rule);
-        let window = millis(policy.dedup_window);
+        let window = duration_ms(policy.dedup_window);
         // The local state is kept either way, so an outage of the shared store starts
         // from this replica's recent history.
         let key = dedup_key(alert);
@@ -414,7 +406,7 @@ impl Pipeline {
             .budgets
             .iter()
             .filter(|(rule, b)| {
-                let window = millis(settings.policy(rule).budget_window);
+                let window = duration_ms(settings.policy(rule).budget_window);
                 (b.sent > 0 || b.folded > 0) && now_ms >= b.window_start.saturating_add(window)
             })
             .map(|(rule, _)| rule.clone())
@@ -494,10 +486,6 @@ fn fill_keys(alert: &mut Alert) {
     }
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// The digest for a rule's folded alerts, or nothing when none were folded.
 fn digest(rule: &str, policy: &RulePolicy, budget: Budget) -> Option<Alert> {
     let mut alert = budget.first_folded?;
@@ -548,19 +536,4 @@ fn sweep(state: &mut State, now_ms: i64) {
         let cutoff = starts[state.dedup.len() - keep];
         state.dedup.retain(|_, e| e.window_start > cutoff);
     }
-}
-
-/// Milliseconds since the Unix epoch, from the wall clock.
-pub fn wall_clock_ms() -> i64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    millis(now)
-}
-
-/// An RFC 3339 timestamp (the audit event's `stageTimestamp`) in milliseconds since the epoch.
-pub fn parse_time_ms(rfc3339: &str) -> Option<i64> {
-    let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339)
-        .ok()?;
-    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }

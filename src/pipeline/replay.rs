@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Delivery, Outcome, Pipeline, PipelineSettings};
+use super::{Outcome, Pipeline, PipelineSettings};
 use crate::notify::{Notice, Targets};
+use crate::outbox::Delivery;
 use crate::rules::Alert;
 
 /// A notice and when it would have gone out (ms since the epoch, event clock).

@@ -447,7 +447,7 @@ impl Ruleset {
     /// Runs every rule on `event` with the wall clock. A failing rule is reported in the
     /// result and never stops the others.
     pub fn evaluate(&self, event: Arc<Event>) -> Evaluation {
-        self.evaluate_at(event, crate::pipeline::wall_clock_ms())
+        self.evaluate_at(event, crate::clock::wall_clock_ms())
     }
 
     /// Runs every rule on `event`, with `now_ms` as the stateful helpers' clock; the

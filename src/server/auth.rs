@@ -5,7 +5,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::notify::Secret;
+use crate::secret::Secret;
 
 /// `[server.auth]`, validated. With nothing configured, every request is let in.
 #[derive(Debug, Clone, Default)]

@@ -8,8 +8,8 @@ use serde::Serialize;
 
 use super::{ApiError, AppState};
 use crate::audit::{self, DecodeError, Event};
+use crate::clock::wall_clock_ms;
 use crate::outbox::Processed;
-use crate::pipeline::wall_clock_ms;
 use crate::rules::{Alert, Ruleset, Selection, Staged};
 use crate::state::Claim;
 use crate::telemetry;

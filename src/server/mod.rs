@@ -11,10 +11,12 @@
 pub mod auth;
 mod batch;
 mod error;
+mod filewatch;
 pub mod listen;
 mod reload;
 mod routes;
 mod seen;
+mod settings;
 pub mod tls;
 
 use std::future::Future;
@@ -28,12 +30,13 @@ use tokio::sync::{Semaphore, watch};
 
 pub use batch::BatchReply;
 pub use error::ApiError;
-pub use reload::ReloadSource;
+pub use reload::{Reload, ReloadSource, Reloaded};
+pub use settings::{ServeSettings, ServerSettings};
 
-use crate::config::Config;
+use crate::clock::wall_clock_ms;
 use crate::notify::{Dispatcher, Waker};
-use crate::outbox::{Outbox, OutboxError};
-use crate::pipeline::{Delivery, Pipeline, wall_clock_ms};
+use crate::outbox::{Delivery, Outbox, OutboxError};
+use crate::pipeline::Pipeline;
 use crate::rules::Ruleset;
 use crate::state::{RedisState, StateSettings};
 use crate::telemetry;
@@ -105,47 +108,47 @@ pub struct Server {
 impl Server {
     /// Opens the outbox, binds the configured address and starts the delivery tasks, which
     /// resume whatever the outbox still holds.
-    pub async fn bind(config: &Config, rules: Ruleset) -> Result<Self, StartError> {
+    pub async fn bind(settings: &ServeSettings, rules: Ruleset) -> Result<Self, StartError> {
         // Installed before anything counts, so /metrics sees every count.
         telemetry::prometheus();
-        let outbox = Arc::new(Outbox::open(&config.outbox_path)?);
-        Self::bind_with_outbox(config, rules, outbox).await
+        let outbox = Arc::new(Outbox::open(&settings.outbox_path)?);
+        Self::bind_with_outbox(settings, rules, outbox).await
     }
 
     /// Like [`Server::bind`], on an outbox the caller opened (tests open it on a storage
-    /// backend that fails on demand); `config.outbox_path` is not used.
+    /// backend that fails on demand); `settings.outbox_path` is not used.
     pub async fn bind_with_outbox(
-        config: &Config,
+        settings: &ServeSettings,
         rules: Ruleset,
         outbox: Arc<Outbox>,
     ) -> Result<Self, StartError> {
-        if let Some(tls) = &config.server.tls {
+        if let Some(tls) = &settings.server.tls {
             tls::check(tls)?;
         }
         // Installed before anything counts, so /metrics sees every count.
         telemetry::prometheus();
         telemetry::outbox_healthy(outbox.health().is_healthy());
-        let s = &config.server;
+        let s = &settings.server;
         let seen = remembered(&outbox, s.event_dedup_window, s.event_dedup_max_entries)?;
         let listener =
-            TcpListener::bind(config.listen)
+            TcpListener::bind(settings.listen)
                 .await
                 .map_err(|source| StartError::Bind {
-                    addr: config.listen,
+                    addr: settings.listen,
                     source,
                 })?;
-        let probes = match config.server.probe_listen {
+        let probes = match settings.server.probe_listen {
             Some(addr) => Some(bind_probes(addr).await?),
             None => None,
         };
-        let targets = Arc::new(config.targets.clone());
-        let shared = match &config.state {
+        let targets = Arc::new(settings.targets.clone());
+        let shared = match &settings.state {
             StateSettings::Memory => None,
             StateSettings::Redis(redis) => Some(Arc::new(
                 RedisState::connect(redis).map_err(StartError::State)?,
             )),
         };
-        let mut pipeline = Pipeline::new(config.pipeline.clone(), targets.clone());
+        let mut pipeline = Pipeline::new(settings.pipeline.clone(), targets.clone());
         if let Some(shared) = &shared {
             rules.share_helpers(shared.clone());
             // Connect now, so the first batch does not pay for it; when Redis is down this
@@ -159,7 +162,7 @@ impl Server {
         let dispatcher = Dispatcher::start(
             &targets,
             outbox.clone(),
-            config.delivery,
+            settings.delivery,
             http_client()?,
             shared_rate,
         );
@@ -179,7 +182,7 @@ impl Server {
                     s.max_concurrent_batches + s.max_queued_batches,
                 )),
                 body_limits: routes::BodyLimits {
-                    max_bytes: config.max_body_bytes,
+                    max_bytes: settings.max_body_bytes,
                     read_timeout: s.body_read_timeout,
                     budget: Arc::new(Semaphore::new(s.body_buffer_bytes)),
                 },
@@ -191,7 +194,7 @@ impl Server {
                 event_dedup_window: s.event_dedup_window,
             }),
             dispatcher,
-            drain_timeout: config.drain_timeout,
+            drain_timeout: settings.drain_timeout,
             connections: listen::ConnectionSettings {
                 tls: s.tls.clone(),
                 header_read_timeout: s.header_read_timeout,

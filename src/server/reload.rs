@@ -5,7 +5,8 @@
 //!
 //! Changes to `[server]`, `[outbox]`, `[delivery]` and targets take effect on restart.
 
-use std::path::{Path, PathBuf};
+use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,48 +15,32 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::AppState;
-use crate::config::{self, Config};
+use super::filewatch::Wake;
+use crate::pipeline::PipelineSettings;
 use crate::rules::Ruleset;
 use crate::telemetry;
 
-/// Quiet time after a file change before reloading, so an editor's or a ConfigMap's
-/// several writes become one reload.
-const DEBOUNCE: Duration = Duration::from_millis(200);
-
-/// Where a reload reads config and scripts from.
-#[derive(Debug, Clone)]
-pub struct ReloadSource {
-    /// The config file (`--config`), or `None` for the default lookup.
-    pub config_path: Option<PathBuf>,
-    /// `--scripts` directories, which replace `scripts.dirs` when given.
-    pub scripts_override: Vec<PathBuf>,
-    /// Directories watched for changes.
-    pub watch: Vec<PathBuf>,
+/// What a reload swaps in.
+pub struct Reloaded {
+    /// The new scripts.
+    pub rules: Ruleset,
+    /// The new routes, silences and policies.
+    pub pipeline: PipelineSettings,
 }
 
-impl ReloadSource {
-    /// Reloads from the same places `config` was loaded from.
-    pub fn new(
-        config_path: Option<PathBuf>,
-        scripts_override: Vec<PathBuf>,
-        config: &Config,
-    ) -> Self {
-        let mut watch = config.script_dirs.clone();
-        if let Some(parent) = config.source.as_deref().and_then(Path::parent) {
-            watch.push(if parent.as_os_str().is_empty() {
-                PathBuf::from(".")
-            } else {
-                parent.to_path_buf()
-            });
-        }
-        watch.sort();
-        watch.dedup();
-        Self {
-            config_path,
-            scripts_override,
-            watch,
-        }
-    }
+/// Builds what a reload swaps in, or every problem found; made by the caller (the command
+/// line), so the server need not know how config and scripts are read.
+pub type Reload = Arc<dyn Fn() -> Result<Reloaded, Vec<String>> + Send + Sync>;
+
+/// What a reload watches and how it loads.
+#[derive(Clone)]
+pub struct ReloadSource {
+    /// Directories watched for changes (`.rhai` files, the config file, `..data` swaps).
+    pub watch: Vec<PathBuf>,
+    /// The config file; a change to a file of its name in a watched directory reloads.
+    pub config_file: PathBuf,
+    /// Builds the new set.
+    pub load: Reload,
 }
 
 /// The outcome of the last reload, for `/readyz`.
@@ -94,14 +79,17 @@ fn reload(state: &AppState) -> Result<usize, Vec<String>> {
     let Some(source) = &state.reload else {
         return Err(vec!["hot reload is not enabled for this server".to_owned()]);
     };
-    let result = build(source);
-    let now = crate::pipeline::wall_clock_ms();
+    let result = (source.load)();
+    let now = crate::clock::wall_clock_ms();
     let (last, outcome) = match result {
-        Ok((config, mut rules)) => {
+        Ok(Reloaded {
+            mut rules,
+            pipeline,
+        }) => {
             rules.adopt_state(&state.rules.load());
             let count = rules.rules().len();
             state.rules.store(Arc::new(rules));
-            state.pipeline.set_settings(config.pipeline);
+            state.pipeline.set_settings(pipeline);
             telemetry::rules_loaded(count);
             tracing::info!(rules = count, "reloaded scripts and pipeline settings");
             (
@@ -139,35 +127,19 @@ fn reload(state: &AppState) -> Result<usize, Vec<String>> {
     outcome
 }
 
-fn build(source: &ReloadSource) -> Result<(Config, Ruleset), Vec<String>> {
-    let config = config::load(source.config_path.as_deref())
-        .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    let dirs = if source.scripts_override.is_empty() {
-        config.script_dirs.clone()
-    } else {
-        source.scripts_override.clone()
-    };
-    let mut rules = Ruleset::load(&dirs, &config.limits, &config.cluster_name)
-        .map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-    rules.set_settings(&config.script_settings);
-    Ok((config, rules))
-}
+/// How often the file-watch thread looks whether the server still runs.
+const WATCH_TICK: Duration = Duration::from_secs(1);
 
 /// Starts the file watcher and the SIGHUP listener when reload is enabled.
 pub(super) fn spawn_triggers(state: Arc<AppState>) -> Option<JoinHandle<()>> {
     let source = state.reload.clone()?;
     let (tx, mut rx) = mpsc::channel::<()>(1);
-    let watcher = watch(&source, tx);
+    watch_files(&source, tx);
     Some(tokio::spawn(async move {
-        // Owned by the task: dropping it stops the watching.
-        let _watcher = watcher;
         let mut hangup = hangup_signal();
         loop {
             tokio::select! {
-                Some(()) = rx.recv() => {
-                    // Debounce: wait for DEBOUNCE without further changes.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
-                }
+                Some(()) = rx.recv() => {}
                 Some(()) = recv_hangup(&mut hangup) => {
                     tracing::info!("SIGHUP: reloading");
                 }
@@ -178,41 +150,32 @@ pub(super) fn spawn_triggers(state: Arc<AppState>) -> Option<JoinHandle<()>> {
     }))
 }
 
-fn watch(source: &ReloadSource, tx: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher as _;
-    let config_name = source
-        .config_path
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
-    let config_name = config_name.file_name().map(|n| n.to_os_string());
-    let handler = move |event: notify::Result<notify::Event>| {
-        let Ok(event) = event else { return };
-        if matches!(event.kind, notify::EventKind::Access(_)) {
-            return;
-        }
-        let relevant = event.paths.iter().any(|p| {
-            let name = p.file_name();
-            p.extension().is_some_and(|e| e == "rhai")
-                || name.is_some_and(|n| n.to_string_lossy().starts_with(".."))
-                || (name.is_some() && name.map(|n| n.to_os_string()) == config_name)
-        });
-        if relevant {
-            let _ = tx.try_send(());
-        }
+/// Sends `()` on `tx` once a burst of changes to scripts or the config file has settled;
+/// stops once the receiving task is gone.
+fn watch_files(source: &ReloadSource, tx: mpsc::Sender<()>) {
+    let config_name = source.config_file.file_name().map(|n| n.to_os_string());
+    let matters = move |path: &std::path::Path| {
+        let name = path.file_name();
+        path.extension().is_some_and(|e| e == "rhai")
+            || name.is_some_and(|n| n.to_string_lossy().starts_with(".."))
+            || (name.is_some() && name.map(|n| n.to_os_string()) == config_name)
     };
-    let mut watcher = match notify::recommended_watcher(handler) {
-        Ok(w) => w,
-        Err(err) => {
-            tracing::warn!(error = %err, "cannot watch files; reload with SIGHUP or POST /-/reload");
-            return None;
-        }
-    };
-    for dir in &source.watch {
-        if let Err(err) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
-            tracing::warn!(dir = %dir.display(), error = %err, "cannot watch directory for changes");
-        }
-    }
-    Some(watcher)
+    super::filewatch::watch_dirs(
+        "script-reload",
+        &source.watch,
+        matters,
+        WATCH_TICK,
+        move |wake| {
+            if tx.is_closed() {
+                return ControlFlow::Break(());
+            }
+            if wake == Wake::Changed {
+                // Full: a reload is already due, which will see this change too.
+                let _ = tx.try_send(());
+            }
+            ControlFlow::Continue(())
+        },
+    );
 }
 
 #[cfg(unix)]

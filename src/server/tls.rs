@@ -13,10 +13,10 @@
 use std::collections::hash_map::DefaultHasher;
 use std::fmt;
 use std::hash::{Hash, Hasher};
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::crypto::CryptoProvider;
@@ -63,10 +63,6 @@ pub struct TlsSettings {
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 /// How often the certificate files are re-read even without a file-system event.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
-/// Events closer together than this are handled by one reload (a rewrite is several events).
-const DEBOUNCE: Duration = Duration::from_millis(100);
-/// Longest a stream of events may postpone a reload.
-const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 
 /// Why TLS could not be set up, naming the file and the problem.
 #[derive(Debug, thiserror::Error)]
@@ -523,8 +519,6 @@ struct CertResolver {
     current: ArcSwap<CertifiedKey>,
     seen: Mutex<Seen>,
     status: watch::Sender<ReloadStatus>,
-    /// Kept alive as long as the resolver; dropping it stops the events.
-    watcher: Mutex<Option<notify::RecommendedWatcher>>,
 }
 
 impl fmt::Debug for CertResolver {
@@ -571,7 +565,6 @@ impl CertResolver {
                 last_error: None,
             }),
             status: watch::Sender::new(ReloadStatus::default()),
-            watcher: Mutex::new(None),
         })
     }
 
@@ -642,18 +635,6 @@ impl CertResolver {
     }
 }
 
-/// Whether a file-system event may mean the files changed (our own reads are not).
-fn relevant(event: &notify::Event) -> bool {
-    use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode};
-    !matches!(
-        event.kind,
-        EventKind::Access(
-            AccessKind::Open(_) | AccessKind::Read | AccessKind::Close(AccessMode::Read)
-        )
-    )
-}
-
 /// The directories to watch: Kubernetes replaces the files by swapping a symlink in them.
 fn watched_dirs(resolver: &CertResolver) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = [&resolver.cert_file, &resolver.key_file]
@@ -667,63 +648,22 @@ fn watched_dirs(resolver: &CertResolver) -> Vec<PathBuf> {
     dirs
 }
 
-/// Starts the reload thread; it ends once the resolver is dropped.
+/// Starts the reload thread: woken by changes in the files' directories and every
+/// [`POLL_INTERVAL`]; it ends once the resolver is dropped.
 fn start_watching(resolver: &Arc<CertResolver>) {
-    let (tx, rx) = mpsc::channel::<()>();
-    let events = tx.clone();
-    let watcher =
-        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-            Ok(event) if relevant(&event) => {
-                let _ = events.send(());
-            }
-            Ok(_) => {}
-            Err(err) => tracing::warn!(error = %err, "TLS certificate watch error"),
-        });
-    match watcher {
-        Ok(mut watcher) => {
-            use notify::Watcher;
-            for dir in watched_dirs(resolver) {
-                if let Err(err) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-                    tracing::warn!(
-                        dir = %dir.display(),
-                        error = %err,
-                        "cannot watch for certificate changes; polling every {}s",
-                        POLL_INTERVAL.as_secs()
-                    );
-                }
-            }
-            *resolver.watcher.lock().unwrap_or_else(|e| e.into_inner()) = Some(watcher);
-        }
-        Err(err) => tracing::warn!(
-            error = %err,
-            "cannot watch for certificate changes; polling every {}s",
-            POLL_INTERVAL.as_secs()
-        ),
-    }
     let weak = Arc::downgrade(resolver);
-    let spawned = std::thread::Builder::new()
-        .name("klaxon-tls-reload".to_owned())
-        .spawn(move || reload_loop(&rx, &weak, tx));
-    if let Err(err) = spawned {
-        tracing::error!(error = %err, "cannot start the TLS certificate reload thread");
-    }
-}
-
-/// Waits for events (or the poll interval), lets a burst settle, and refreshes.
-fn reload_loop(
-    rx: &mpsc::Receiver<()>,
-    resolver: &Weak<CertResolver>,
-    _keep_open: mpsc::Sender<()>,
-) {
-    loop {
-        if let Ok(()) = rx.recv_timeout(POLL_INTERVAL) {
-            let deadline = Instant::now() + DEBOUNCE_MAX;
-            while Instant::now() < deadline && rx.recv_timeout(DEBOUNCE).is_ok() {}
-        }
-        let Some(resolver) = resolver.upgrade() else {
-            return;
-        };
-        // Errors are logged and counted by `refresh`.
-        let _ = resolver.refresh(Trigger::Changed);
-    }
+    super::filewatch::watch_dirs(
+        "tls-reload",
+        &watched_dirs(resolver),
+        |_| true,
+        POLL_INTERVAL,
+        move |_| {
+            let Some(resolver) = weak.upgrade() else {
+                return ControlFlow::Break(());
+            };
+            // Errors are logged and counted by `refresh`.
+            let _ = resolver.refresh(Trigger::Changed);
+            ControlFlow::Continue(())
+        },
+    );
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use klaxon::config::{self, Config};
+use klaxon::config::{self, Config, Sources};
 use klaxon::rules::Ruleset;
 use klaxon::server::{ReloadSource, Server};
 use tokio::sync::oneshot;
@@ -44,13 +44,13 @@ pub async fn start(config: &Config) -> Running {
 
 /// Starts the server of `config`, reloading from `config_path` on changes.
 pub async fn start_with_reload(config: &Config, config_path: &Path) -> Running {
-    let source = ReloadSource::new(Some(config_path.to_path_buf()), Vec::new(), config);
+    let source = Sources::config_file(config_path).reload_source(config);
     start_server(config, Some(source)).await
 }
 
 async fn start_server(config: &Config, reload: Option<ReloadSource>) -> Running {
     let rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
-    let mut server = Server::bind(config, rules).await.unwrap();
+    let mut server = Server::bind(&config.serve, rules).await.unwrap();
     if let Some(source) = reload {
         server = server.with_reload(source);
     }
@@ -121,13 +121,13 @@ impl Running {
 }
 
 /// Starts the server of `config` on `outbox`, which the test opened itself (for example on
-/// a storage backend that fails on demand); `config.outbox_path` is not used.
+/// a storage backend that fails on demand); `config.serve.outbox_path` is not used.
 pub async fn start_with_outbox(
     config: &Config,
     outbox: std::sync::Arc<klaxon::outbox::Outbox>,
 ) -> Running {
     let rules = Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
-    let server = Server::bind_with_outbox(config, rules, outbox)
+    let server = Server::bind_with_outbox(&config.serve, rules, outbox)
         .await
         .unwrap();
     run(server)
