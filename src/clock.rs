@@ -1,6 +1,6 @@
 //! Time as klaxon counts it: milliseconds since the Unix epoch, read from the wall clock
 //! (serve) or from an event's timestamp (dry-run, replay, tests), so every stage can take
-//! the clock as a plain number. Owns nothing else; calls nothing of the crate.
+//! the clock as a plain number. Calls nothing of the crate.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! `Secret`: a credential (webhook URL, password, token) that is never printed or logged.
-//! Owns nothing else; calls nothing of the crate.
+//! Calls nothing of the crate.
 
 use std::fmt;
 

@@ -1,7 +1,7 @@
 //! Telemetry: every counter klaxon keeps, in one place, through the `metrics` facade.
 //!
 //! Labels are bounded: rule and target names, outcomes and statuses from fixed sets;
-//! never usernames, addresses or error text.
+//! never usernames, addresses or error text. Calls nothing of the crate.
 
 use std::sync::OnceLock;
 

@@ -1,6 +1,6 @@
 //! Audit input: the typed `Event` and the decoder for every shape the apiserver and its logs produce.
 //!
-//! Owns parsing only; calls nothing else in the crate.
+//! Owns parsing only. Calls nothing of the crate.
 
 mod decode;
 mod event;

@@ -1,6 +1,8 @@
 //! The command line: `serve`, `dry-run` and `check`, sharing `--config` and `--scripts`.
 //!
 //! Loads config and scripts, then hands over to `server` or evaluates directly with `rules`.
+//! Calls `loadgen`, `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit` and
+//! `clock`.
 
 mod bench_ingest;
 mod bench_rules;

@@ -1,8 +1,9 @@
 //! Configuration: one TOML file, every key overridable by `KLAXON_…` environment variables
 //! (`__` for nesting), validated at load into ready-to-use types.
 //!
-//! Owns loading and validation; builds `notify`, `pipeline` and `rules` settings, calls
-//! nothing at run time.
+//! Owns loading and validation, and the one loading sequence of config and scripts
+//! (`sources.rs`). Calls `server` (its settings types and the reload closure it builds),
+//! `pipeline`, `notify`, `rules`, `state`, `clock` and `secret`, at load only.
 
 mod raw;
 mod sources;

@@ -4,7 +4,8 @@
 //!
 //! Owns the event mix and body building (`mix`, with the Falco traces embedded by
 //! `traces`), the HTTP client (`client`), pacing (`run`) and counting (`stats`). Calls
-//! only `audit` (to check its own templates).
+//! `audit` (to check its own templates), `rules`, and `config` and `server` (an in-process
+//! target for its tests).
 
 mod client;
 mod mix;

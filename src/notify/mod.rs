@@ -1,7 +1,8 @@
 //! Notify: targets (console, Slack), the exact payload each would receive, and the
 //! dispatcher that routes alerts to per-target delivery tasks.
 //!
-//! Owns rendering and sending; calls `rules` for the alert type and `telemetry` for counts.
+//! Owns rendering and sending. Calls `outbox` (what the dispatcher delivers), `rules` (the
+//! alert type), `state` (`SharedRate`), `clock`, `secret` and `telemetry`.
 
 mod console;
 mod dispatch;

@@ -7,7 +7,8 @@
 //! The outbox heals itself: an operation that fails with an I/O error (disk full, a failing
 //! device) marks it broken; later operations close and reopen the file, with backoff
 //! (`health.rs`), and fail fast with [`OutboxError::Unavailable`] until that works.
-//! Calls `telemetry` (reopens, health, sizes after a reopen) and nothing else.
+//! Calls `rules` (the `Alert` type), `clock` and `telemetry` (reopens, health, sizes after a
+//! reopen).
 
 mod health;
 #[doc(hidden)]

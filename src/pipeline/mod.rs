@@ -3,8 +3,8 @@
 //!
 //! Clocked by the caller: `serve` passes the wall clock, `dry-run` and `replay` the event's
 //! time, so a replay shows the decisions that day would have produced. Owns the dedup and
-//! budget state (bounded; see [`MAX_DEDUP_KEYS`]); calls `rules` (types), `notify`
-//! (targets) and `telemetry`.
+//! budget state (bounded; see [`MAX_DEDUP_KEYS`]). Calls `notify` (targets), `outbox` (the
+//! `Delivery` it produces), `rules` (types), `state` (`SharedDedup`), `clock` and `telemetry`.
 
 mod policy;
 mod replay;

@@ -1,7 +1,8 @@
 //! Rules: the sandboxed Rhai engine, the script API (`event` accessors, helpers, `alert`),
 //! and the compiled script set that turns one event into candidate alerts.
 //!
-//! Owns script loading and evaluation; calls only `audit` for the event type.
+//! Owns script loading and evaluation. Calls `state` (the `SharedHelpers` of `count_over`
+//! and `first_seen` across replicas), `audit` (the event type) and `clock`.
 
 mod alert;
 mod api;

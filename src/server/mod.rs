@@ -5,8 +5,9 @@
 //! events already processed, evaluates the rules on a blocking pool behind a semaphore,
 //! admits the alerts through the pipeline and stores them in the outbox before answering.
 //! Reloads scripts and pipeline settings on change. Optionally serves the probes and metrics
-//! on a second, plain-HTTP listener, stopped by the same shutdown. Calls `audit`, `rules`, `pipeline`,
-//! `outbox`, `notify`, `config` (reload) and `telemetry`.
+//! on a second, plain-HTTP listener, stopped by the same shutdown. Takes its own settings
+//! ([`ServeSettings`]) and a reload closure from its caller. Calls `pipeline`, `notify`,
+//! `outbox`, `rules`, `state`, `audit`, `clock`, `secret` and `telemetry`.
 
 pub mod auth;
 mod batch;

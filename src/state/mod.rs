@@ -8,7 +8,8 @@
 //! keeps it in a Redis server shared by the replicas, with atomic operations and bounded
 //! TTLs. When Redis cannot be reached the callers fall back to their local state (fail
 //! open: a duplicate is better than silence); the outage is logged once, counted, and shown
-//! on `/readyz`. Owns the Redis client; calls `telemetry`.
+//! on `/readyz`. Owns the Redis client and the traits its callers use. Calls `secret` (the
+//! password) and `telemetry`.
 
 mod redis;
 
