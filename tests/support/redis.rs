@@ -56,7 +56,7 @@ impl RedisServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server runs (Debian package redis-server; .ci/run installs it)");
+            .expect("redis-server is not installed: apt-get install redis-server, or run ./test.sh, which installs every tool the tests need");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
         for line in lines.by_ref() {

@@ -188,7 +188,7 @@ impl SmtpServer {
         let stdin = child.stdin.take().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = next_line(&mut stdout).await.unwrap_or_else(|| {
-            panic!("{SCRIPT} exited before listening (is aiosmtpd installed? see its stderr above)")
+            panic!("{SCRIPT} exited before listening: is aiosmtpd installed? (python3 -m pip install aiosmtpd==1.4.6, or run ./test.sh, which installs every tool the tests need; see its stderr above)")
         });
         let port = first
             .trim()
@@ -375,29 +375,13 @@ pub fn decode_quoted_printable(text: &str) -> Vec<u8> {
     out
 }
 
-/// Decodes base64 (RFC 4648), ignoring whitespace.
+/// Decodes base64 (RFC 4648), ignoring whitespace (MIME wraps its lines).
 pub fn decode_base64(text: &str) -> Vec<u8> {
-    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let mut acc: u32 = 0;
-    let mut bits = 0;
-    for c in text
-        .bytes()
-        .filter(|c| !c.is_ascii_whitespace() && *c != b'=')
-    {
-        let value = TABLE
-            .iter()
-            .position(|t| *t == c)
-            .unwrap_or_else(|| panic!("bad base64 character {:?}", c as char));
-        acc = acc << 6 | value as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
+    use base64::Engine as _;
+    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .unwrap_or_else(|e| panic!("bad base64 {text:?}: {e}"))
 }
 
 /// Decodes RFC 2047 encoded words (`=?utf-8?b?…?=`, `=?utf-8?q?…?=`) in a header value;
