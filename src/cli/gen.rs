@@ -118,7 +118,7 @@ fn apiserver_config(config: &Config, args: &ApiserverArgs) -> anyhow::Result<Exi
             println!("wrote {} (mode 0600)", webhook.display());
             println!(
                 "copy both to /etc/kubernetes/audit/ on every control-plane node \
-                 (see the README's kubeadm section)"
+                 (see docs/DEPLOYMENT.md, 'Point a kubeadm cluster at klaxon')"
             );
         }
     }
