@@ -156,7 +156,7 @@ fn every_registered_function_is_documented() {
         .collect();
     assert!(
         unlisted.is_empty() && unregistered.is_empty(),
-        "EVENT_ACCESSORS (src/rules/api.rs) differs from the registered `event` getters: \
+        "EVENT_ACCESSORS (src/rules/api/event.rs) differs from the registered `event` getters: \
          registered but not listed {unlisted:?}; listed but not registered {unregistered:?}"
     );
 }
