@@ -396,6 +396,17 @@ impl Ruleset {
         out
     }
 
+    /// Rhai's metadata of the functions klaxon registers (not Rhai's standard library), as
+    /// its JSON (`functions`: name, params with names and types, returnType, docComments,
+    /// signature); the docs are checked against it.
+    pub fn function_metadata(&self) -> serde_json::Value {
+        self.engine
+            .gen_fn_metadata_to_json(false)
+            .ok()
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default()
+    }
+
     /// The values scripts read with `setting(name, default)` (`[scripts.settings]`).
     pub fn set_settings(&mut self, settings: &BTreeMap<String, serde_json::Value>) {
         self.settings = Arc::new(

@@ -7,7 +7,8 @@
 
 use std::sync::{Arc, OnceLock};
 
-use rhai::{Dynamic, Engine, ImmutableString, Map};
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, ImmutableString, Map};
 use serde_json::Value;
 
 use super::convert::{dyn_text, json_to_dynamic, strings, text};
@@ -176,64 +177,151 @@ pub const EVENT_ACCESSORS: &[(&str, &str)] = &[
     ("annotations", "map of strings"),
 ];
 
-/// Registers the `Event` type, its accessors, `object_name`, `to_json` and `to_string`.
-pub(super) fn register(engine: &mut Engine) {
-    engine
-        .register_type_with_name::<ScriptEvent>("Event")
-        .register_get("kind", |e: &mut ScriptEvent| text(&e.event().kind))
-        .register_get("apiVersion", |e: &mut ScriptEvent| {
-            text(&e.event().api_version)
-        })
-        .register_get("level", |e: &mut ScriptEvent| text(&e.event().level))
-        .register_get("auditID", |e: &mut ScriptEvent| text(&e.event().audit_id))
-        .register_get("stage", |e: &mut ScriptEvent| {
-            e.hot(Hot::Stage, |e| &e.event().stage)
-        })
-        .register_get("requestURI", |e: &mut ScriptEvent| {
-            e.hot(Hot::RequestUri, |e| &e.event().request_uri)
-        })
-        .register_get("verb", |e: &mut ScriptEvent| {
-            e.hot(Hot::Verb, |e| &e.event().verb)
-        })
-        .register_get("userAgent", |e: &mut ScriptEvent| {
-            text(&e.event().user_agent)
-        })
-        .register_get("requestReceivedTimestamp", |e: &mut ScriptEvent| {
-            text(&e.event().request_received_timestamp)
-        })
-        .register_get("stageTimestamp", |e: &mut ScriptEvent| {
-            text(&e.event().stage_timestamp)
-        })
-        .register_get("sourceIPs", |e: &mut ScriptEvent| {
-            strings(&e.event().source_ips)
-        })
-        .register_get("annotations", |e: &mut ScriptEvent| {
-            e.event()
-                .annotations
-                .iter()
-                .map(|(k, v)| (k.as_str().into(), dyn_text(v)))
-                .collect::<Map>()
-        })
-        .register_get("user", |e: &mut ScriptEvent| {
-            UserView::new(e.clone(), WhichUser::Authenticated)
-        })
-        .register_get("impersonatedUser", |e: &mut ScriptEvent| {
-            UserView::new(e.clone(), WhichUser::Impersonated)
-        })
-        .register_get("objectRef", |e: &mut ScriptEvent| {
-            ObjectRefView::new(e.clone())
-        })
-        .register_get("responseStatus", |e: &mut ScriptEvent| {
-            StatusView::new(e.clone())
-        })
-        .register_get("requestObject", |e: &mut ScriptEvent| e.request_value())
-        .register_get("responseObject", |e: &mut ScriptEvent| e.response_value())
-        .register_fn("object_name", |e: &mut ScriptEvent| object_name(e))
-        .register_fn("to_json", |e: &mut ScriptEvent| {
-            serde_json::to_string(e.event()).unwrap_or_default()
-        })
-        .register_fn("to_string", |e: &mut ScriptEvent| event_summary(e))
-        .register_fn("to_debug", |e: &mut ScriptEvent| event_summary(e));
+/// The `Event` type and its functions, with the doc comments the engine's metadata carries.
+#[export_module]
+pub(super) mod functions {
+    use super::*;
+    use crate::rules::api::records::functions::{ObjectRef, ResponseStatus, User};
+
+    /// The audit event a script runs on, read through accessors named as in audit.k8s.io/v1 JSON.
+    pub type Event = ScriptEvent;
+
+    /// `"Event"`.
+    #[rhai_fn(get = "kind", pure)]
+    pub fn kind(e: &mut Event) -> ImmutableString {
+        text(&e.event().kind)
+    }
+
+    /// `"audit.k8s.io/v1"`.
+    #[rhai_fn(get = "apiVersion", pure)]
+    pub fn api_version(e: &mut Event) -> ImmutableString {
+        text(&e.event().api_version)
+    }
+
+    /// `None`, `Metadata`, `Request` or `RequestResponse`.
+    #[rhai_fn(get = "level", pure)]
+    pub fn level(e: &mut Event) -> ImmutableString {
+        text(&e.event().level)
+    }
+
+    /// Unique per request; the same for all stages of a request.
+    #[rhai_fn(get = "auditID", pure)]
+    pub fn audit_id(e: &mut Event) -> ImmutableString {
+        text(&e.event().audit_id)
+    }
+
+    /// `RequestReceived`, `ResponseStarted`, `ResponseComplete` or `Panic`.
+    #[rhai_fn(get = "stage", pure)]
+    pub fn stage(e: &mut Event) -> ImmutableString {
+        e.hot(Hot::Stage, |e| &e.event().stage)
+    }
+
+    /// Path and query of the request.
+    #[rhai_fn(get = "requestURI", pure)]
+    pub fn request_uri(e: &mut Event) -> ImmutableString {
+        e.hot(Hot::RequestUri, |e| &e.event().request_uri)
+    }
+
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    #[rhai_fn(get = "verb", pure)]
+    pub fn verb(e: &mut Event) -> ImmutableString {
+        e.hot(Hot::Verb, |e| &e.event().verb)
+    }
+
+    /// The client's User-Agent.
+    #[rhai_fn(get = "userAgent", pure)]
+    pub fn user_agent(e: &mut Event) -> ImmutableString {
+        text(&e.event().user_agent)
+    }
+
+    /// When the apiserver received the request (RFC 3339 with microseconds).
+    #[rhai_fn(get = "requestReceivedTimestamp", pure)]
+    pub fn request_received_timestamp(e: &mut Event) -> ImmutableString {
+        text(&e.event().request_received_timestamp)
+    }
+
+    /// When the event's stage was reached (RFC 3339 with microseconds).
+    #[rhai_fn(get = "stageTimestamp", pure)]
+    pub fn stage_timestamp(e: &mut Event) -> ImmutableString {
+        text(&e.event().stage_timestamp)
+    }
+
+    /// Client addresses; the first is the origin.
+    #[rhai_fn(get = "sourceIPs", pure)]
+    pub fn source_ips(e: &mut Event) -> Array {
+        strings(&e.event().source_ips)
+    }
+
+    /// The event's annotations (`authorization.k8s.io/decision`, …).
+    #[rhai_fn(get = "annotations", pure)]
+    pub fn annotations(e: &mut Event) -> Map {
+        e.event()
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.as_str().into(), dyn_text(v)))
+            .collect()
+    }
+
+    /// The authenticated user.
+    #[rhai_fn(get = "user", pure)]
+    pub fn user(e: &mut Event) -> User {
+        UserView::new(e.clone(), WhichUser::Authenticated)
+    }
+
+    /// The impersonated user; empty when the request impersonates nobody.
+    #[rhai_fn(get = "impersonatedUser", pure)]
+    pub fn impersonated_user(e: &mut Event) -> User {
+        UserView::new(e.clone(), WhichUser::Impersonated)
+    }
+
+    /// The object the request is about.
+    #[rhai_fn(get = "objectRef", pure)]
+    pub fn object_ref(e: &mut Event) -> ObjectRef {
+        ObjectRefView::new(e.clone())
+    }
+
+    /// The response's status.
+    #[rhai_fn(get = "responseStatus", pure)]
+    pub fn response_status(e: &mut Event) -> ResponseStatus {
+        StatusView::new(e.clone())
+    }
+
+    /// The request body as a map, `()` without one.
+    #[rhai_fn(get = "requestObject", pure)]
+    pub fn request_object(e: &mut Event) -> Dynamic {
+        e.request_value()
+    }
+
+    /// The response body as a map, `()` without one.
+    #[rhai_fn(get = "responseObject", pure)]
+    pub fn response_object(e: &mut Event) -> Dynamic {
+        e.response_value()
+    }
+
+    /// `objectRef.name`, else `metadata.name` of the response body, else of the request
+    /// body, else the request's `metadata.generateName`, else `""`.
+    #[rhai_fn(pure)]
+    pub fn object_name(e: &mut Event) -> ImmutableString {
+        super::object_name(e)
+    }
+
+    /// The whole event as compact JSON, re-serialised from what klaxon decoded.
+    #[rhai_fn(pure)]
+    pub fn to_json(e: &mut Event) -> String {
+        serde_json::to_string(e.event()).unwrap_or_default()
+    }
+
+    /// A short summary for logs: `Event(stage verb object by user auditID=…)`.
+    #[rhai_fn(pure)]
+    pub fn to_string(e: &mut Event) -> String {
+        event_summary(e)
+    }
+
+    /// The same summary as `to_string`, for `debug`.
+    #[rhai_fn(pure)]
+    pub fn to_debug(e: &mut Event) -> String {
+        event_summary(e)
+    }
 }
 
 fn event_summary(e: &ScriptEvent) -> String {

@@ -3,25 +3,60 @@
 //!
 //! Owns the rendering; calls nothing.
 
-use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, ImmutableString, Map};
 
-/// Registers `falco_text`, one overload per type: a `Dynamic` parameter makes Rhai search
-/// for the function on every call.
-pub(super) fn register(engine: &mut Engine) {
-    engine
-        .register_fn("falco_text", |value: ImmutableString| {
-            // The string itself (shared, not copied), `<NA>` when empty.
-            match value.is_empty() {
-                true => ImmutableString::from("<NA>"),
-                false => value,
-            }
-        })
-        .register_fn("falco_text", |value: Array| falco_text(&value.into()))
-        .register_fn("falco_text", |value: Map| falco_text(&value.into()))
-        .register_fn("falco_text", |_: ()| falco_text(&Dynamic::UNIT))
-        .register_fn("falco_text", |value: i64| value.to_string())
-        .register_fn("falco_text", |value: bool| value.to_string())
-        .register_fn("falco_text", |value: f64| falco_text(&value.into()));
+/// `falco_text`, one overload per type (a `Dynamic` parameter makes Rhai search for the
+/// function on every call), with the doc comments the engine's metadata carries.
+#[export_module]
+pub(super) mod functions {
+    use super::*;
+
+    /// A string as Falco prints an output field: itself (shared, not copied), `<NA>` when empty.
+    #[rhai_fn(name = "falco_text")]
+    pub fn of_string(value: ImmutableString) -> ImmutableString {
+        match value.is_empty() {
+            true => ImmutableString::from("<NA>"),
+            false => value,
+        }
+    }
+
+    /// An array as Falco prints an output field: `(a,b)`, maps in it as JSON; `[]` as `<NA>`.
+    #[rhai_fn(name = "falco_text")]
+    pub fn of_array(value: Array) -> String {
+        falco_text(&value.into())
+    }
+
+    /// A map as Falco prints an output field: as JSON.
+    #[rhai_fn(name = "falco_text")]
+    pub fn of_map(value: Map) -> String {
+        falco_text(&value.into())
+    }
+
+    /// `()` as Falco prints a missing output field: `<NA>`.
+    #[rhai_fn(name = "falco_text")]
+    pub fn of_unit(value: ()) -> String {
+        let () = value;
+        falco_text(&Dynamic::UNIT)
+    }
+
+    /// An integer as Falco prints an output field.
+    #[rhai_fn(name = "falco_text")]
+    pub fn of_int(value: i64) -> String {
+        value.to_string()
+    }
+
+    /// A boolean as Falco prints an output field.
+    #[rhai_fn(name = "falco_text")]
+    pub fn of_bool(value: bool) -> String {
+        value.to_string()
+    }
+
+    /// A float as Falco prints an output field.
+    #[rhai_fn(name = "falco_text")]
+    pub fn of_float(value: f64) -> String {
+        falco_text(&value.into())
+    }
 }
 
 /// `falco_text(v)`: a value as Falco prints an output field: `()`, `""` and `[]` as `<NA>`,
@@ -64,7 +99,7 @@ mod tests {
     fn falco_text_renders_as_falco_prints_output_fields() {
         let engine = {
             let mut e = Engine::new();
-            register(&mut e);
+            e.register_global_module(exported_module!(functions).into());
             e
         };
         for (expr, text) in [

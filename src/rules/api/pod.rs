@@ -4,7 +4,8 @@
 //!
 //! Owns the pod-spec lookup; calls `event`.
 
-use rhai::{Array, Engine, EvalAltResult, ImmutableString};
+use rhai::plugin::*;
+use rhai::{Array, EvalAltResult, ImmutableString};
 use serde_json::Value;
 
 use super::convert::{dyn_text, json_to_dynamic, text};
@@ -13,28 +14,68 @@ use super::event::ScriptEvent;
 /// The pod spec's container lists, as named in the Pod API.
 pub const CONTAINER_LISTS: [&str; 3] = ["containers", "initContainers", "ephemeralContainers"];
 
-/// Registers the pod-spec helpers and `image_repository`.
-pub(super) fn register(engine: &mut Engine) {
-    engine
-        .register_fn("containers", |e: &mut ScriptEvent| {
-            containers(e).map(json_to_dynamic).collect::<Array>()
-        })
-        .register_fn("images", |e: &mut ScriptEvent| image_texts(containers(e)))
-        .register_fn("images_of", |e: &mut ScriptEvent, list: &str| {
-            images_of(e, list)
-        })
-        .register_fn("privileged", |e: &mut ScriptEvent| privileged(e))
-        .register_fn("host_network", |e: &mut ScriptEvent| {
-            spec_flag(e, "hostNetwork")
-        })
-        .register_fn("host_pid", |e: &mut ScriptEvent| spec_flag(e, "hostPID"))
-        .register_fn("host_ipc", |e: &mut ScriptEvent| spec_flag(e, "hostIPC"))
-        .register_fn("host_path_mounts", |e: &mut ScriptEvent| {
-            host_path_mounts(e)
-        })
-        .register_fn("image_repository", |image: &str| -> ImmutableString {
-            text(image_repository(image))
-        });
+/// The pod-spec helpers on `Event` and `image_repository`, with the doc comments the
+/// engine's metadata carries.
+#[export_module]
+pub(super) mod functions {
+    use super::*;
+    use crate::rules::api::event::functions::Event;
+
+    /// Every container of the pod spec (`containers`, then `initContainers`, then
+    /// `ephemeralContainers`), each as its JSON map.
+    #[rhai_fn(pure)]
+    pub fn containers(e: &mut Event) -> Array {
+        super::containers(e).map(json_to_dynamic).collect()
+    }
+
+    /// The `image` of every container of the pod spec, in the same order.
+    #[rhai_fn(pure)]
+    pub fn images(e: &mut Event) -> Array {
+        image_texts(super::containers(e))
+    }
+
+    /// The `image` of every container of one list (`containers`, `initContainers` or
+    /// `ephemeralContainers`); any other name is an error.
+    #[rhai_fn(pure, return_raw)]
+    pub fn images_of(e: &mut Event, list: &str) -> Result<Array, Box<EvalAltResult>> {
+        super::images_of(e, list)
+    }
+
+    /// Whether any container (init and ephemeral included) has
+    /// `securityContext.privileged: true`.
+    #[rhai_fn(pure)]
+    pub fn privileged(e: &mut Event) -> bool {
+        super::privileged(e)
+    }
+
+    /// The pod spec's `hostNetwork` (false when absent).
+    #[rhai_fn(pure)]
+    pub fn host_network(e: &mut Event) -> bool {
+        spec_flag(e, "hostNetwork")
+    }
+
+    /// The pod spec's `hostPID` (false when absent).
+    #[rhai_fn(pure)]
+    pub fn host_pid(e: &mut Event) -> bool {
+        spec_flag(e, "hostPID")
+    }
+
+    /// The pod spec's `hostIPC` (false when absent).
+    #[rhai_fn(pure)]
+    pub fn host_ipc(e: &mut Event) -> bool {
+        spec_flag(e, "hostIPC")
+    }
+
+    /// The `hostPath.path` of every volume of the pod spec.
+    #[rhai_fn(pure)]
+    pub fn host_path_mounts(e: &mut Event) -> Array {
+        super::host_path_mounts(e)
+    }
+
+    /// The image reference without its tag and digest; a registry port stays.
+    pub fn image_repository(image: &str) -> ImmutableString {
+        text(super::image_repository(image))
+    }
 }
 
 /// The pod spec inside the request (or response) object: a Pod's `spec`, a workload's

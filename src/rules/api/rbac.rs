@@ -3,7 +3,8 @@
 //!
 //! Owns the RBAC field lookups; calls `event`.
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, EvalAltResult, Map};
 use serde_json::Value;
 
 use super::convert::json_to_dynamic;
@@ -18,19 +19,39 @@ pub const RULE_FIELDS: [&str; 5] = [
     "nonResourceURLs",
 ];
 
-/// Registers `role_rules`, `role_rule_values`, `subjects` and `role_ref` on `Event`.
-pub(super) fn register(engine: &mut Engine) {
-    engine
-        .register_fn("role_rules", |e: &mut ScriptEvent| object_list(e, "rules"))
-        .register_fn("role_rule_values", |e: &mut ScriptEvent, key: &str| {
-            role_rule_values(e, key)
-        })
-        .register_fn("subjects", |e: &mut ScriptEvent| object_list(e, "subjects"))
-        .register_fn("role_ref", |e: &mut ScriptEvent| {
-            e.subject_object()
-                .and_then(|o| o.get("roleRef"))
-                .map_or_else(|| Dynamic::from_map(Map::new()), json_to_dynamic)
-        });
+/// `role_rules`, `role_rule_values`, `subjects` and `role_ref` on `Event`, with the doc
+/// comments the engine's metadata carries.
+#[export_module]
+pub(super) mod functions {
+    use super::*;
+    use crate::rules::api::event::functions::Event;
+
+    /// A Role's or ClusterRole's `rules`; `[]` otherwise.
+    #[rhai_fn(pure)]
+    pub fn role_rules(e: &mut Event) -> Array {
+        object_list(e, "rules")
+    }
+
+    /// Every value of one rule field (`apiGroups`, `resources`, `verbs`, `resourceNames`,
+    /// `nonResourceURLs`) over all `rules`, in order; any other field is an error.
+    #[rhai_fn(pure, return_raw)]
+    pub fn role_rule_values(e: &mut Event, field: &str) -> Result<Array, Box<EvalAltResult>> {
+        super::role_rule_values(e, field)
+    }
+
+    /// A RoleBinding's or ClusterRoleBinding's `subjects`; `[]` otherwise.
+    #[rhai_fn(pure)]
+    pub fn subjects(e: &mut Event) -> Array {
+        object_list(e, "subjects")
+    }
+
+    /// A binding's `roleRef`; `#{}` otherwise.
+    #[rhai_fn(pure)]
+    pub fn role_ref(e: &mut Event) -> Dynamic {
+        e.subject_object()
+            .and_then(|o| o.get("roleRef"))
+            .map_or_else(|| Dynamic::from_map(Map::new()), json_to_dynamic)
+    }
 }
 
 /// The array `key` of the object, as script values; `[]` when absent.
@@ -42,12 +63,12 @@ fn object_list(e: &ScriptEvent, key: &str) -> Array {
         .unwrap_or_default()
 }
 
-/// `event.role_rule_values(key)`: every value of one PolicyRule list field over all rules of
-/// the role in the request, in order; an unknown field is an error.
-fn role_rule_values(e: &ScriptEvent, key: &str) -> Result<Array, Box<EvalAltResult>> {
-    if !RULE_FIELDS.contains(&key) {
+/// `event.role_rule_values(field)`: every value of one PolicyRule list field over all rules
+/// of the role in the request, in order; an unknown field is an error.
+fn role_rule_values(e: &ScriptEvent, field: &str) -> Result<Array, Box<EvalAltResult>> {
+    if !RULE_FIELDS.contains(&field) {
         return Err(format!(
-            "role_rule_values: unknown rule field `{key}` (one of {})",
+            "role_rule_values: unknown rule field `{field}` (one of {})",
             RULE_FIELDS.join(", ")
         )
         .into());
@@ -57,7 +78,7 @@ fn role_rule_values(e: &ScriptEvent, key: &str) -> Result<Array, Box<EvalAltResu
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|rule| rule.get(key).and_then(Value::as_array))
+        .filter_map(|rule| rule.get(field).and_then(Value::as_array))
         .flatten()
         .map(json_to_dynamic)
         .collect())

@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::Instant;
 
+use rhai::plugin::*;
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext};
 
 use crate::rules::alert::AlertSpec;
@@ -78,22 +79,62 @@ pub(crate) fn take_alerts() -> Vec<AlertSpec> {
     FRAME.with(|f| std::mem::take(&mut f.borrow_mut().specs))
 }
 
-/// Registers `alert`, `count_over`, `first_seen`, `setting`, `setting_list`, and the
-/// `print`/`debug` and deadline hooks.
-pub(super) fn register(engine: &mut Engine) {
-    engine
-        .register_fn("alert", alert)
-        .register_fn("count_over", count_over)
-        .register_fn("first_seen", first_seen)
-        .register_fn("setting", setting)
-        .register_fn("setting_list", setting_list);
-    register_hooks(engine);
+/// `alert`, `count_over`, `first_seen`, `setting` and `setting_list`, with the doc comments
+/// the engine's metadata carries.
+#[export_module]
+pub(super) mod functions {
+    use super::*;
+
+    /// Validates the alert map and raises it for the running rule (at most
+    /// `max_alerts_per_event` per run).
+    #[rhai_fn(return_raw)]
+    pub fn alert(ctx: NativeCallContext, map: Map) -> Result<(), Box<EvalAltResult>> {
+        super::alert(&ctx, map)
+    }
+
+    /// Records a sighting of `key` now; the sightings of `key` by this rule within `window`
+    /// (e.g. `"5m"`), this one included.
+    #[rhai_fn(return_raw)]
+    pub fn count_over(
+        ctx: NativeCallContext,
+        key: &str,
+        window: &str,
+    ) -> Result<i64, Box<EvalAltResult>> {
+        super::count_over(&ctx, key, window)
+    }
+
+    /// True when this rule has not seen `key` within `window` (e.g. `"24h"`), and then
+    /// records it as seen now.
+    #[rhai_fn(return_raw)]
+    pub fn first_seen(
+        ctx: NativeCallContext,
+        key: &str,
+        window: &str,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        super::first_seen(&ctx, key, window)
+    }
+
+    /// `[scripts.settings]`'s value for `name`, else `default`.
+    pub fn setting(name: &str, default: Dynamic) -> Dynamic {
+        setting_value(name).unwrap_or(default)
+    }
+
+    /// `defaults` followed by the strings of the setting `name` (an array of strings), or
+    /// `defaults` alone when it is not set.
+    #[rhai_fn(return_raw)]
+    pub fn setting_list(
+        ctx: NativeCallContext,
+        name: &str,
+        defaults: Array,
+    ) -> Result<Array, Box<EvalAltResult>> {
+        super::setting_list(&ctx, name, defaults)
+    }
 }
 
 /// `print` and `debug` to the log with the running rule's name, and the wall-clock bound
 /// besides the operation count: some operations (growing a large array) cost far more
 /// than others.
-fn register_hooks(engine: &mut Engine) {
+pub(super) fn register_hooks(engine: &mut Engine) {
     engine.on_print(|text| {
         let rule = running_rule();
         tracing::info!(target: "klaxon::script", rule = %rule, "{text}");
@@ -123,7 +164,7 @@ fn running_rule() -> Arc<str> {
 }
 
 /// `alert(#{…})`: validates the map and records it for the current rule.
-fn alert(ctx: NativeCallContext, map: Map) -> Result<(), Box<EvalAltResult>> {
+fn alert(ctx: &NativeCallContext, map: Map) -> Result<(), Box<EvalAltResult>> {
     let spec = AlertSpec::from_map(map)
         .map_err(|msg| EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()))?;
     FRAME.with(|f| {
@@ -176,16 +217,20 @@ fn stateful(
 
 /// `count_over(key, window)`: sightings of `key` by this rule within `window`, this one
 /// included.
-fn count_over(ctx: NativeCallContext, key: &str, window: &str) -> Result<i64, Box<EvalAltResult>> {
-    let (sightings, key, window_ms, now_ms) = stateful(&ctx, "count_over", key, window)?;
+fn count_over(ctx: &NativeCallContext, key: &str, window: &str) -> Result<i64, Box<EvalAltResult>> {
+    let (sightings, key, window_ms, now_ms) = stateful(ctx, "count_over", key, window)?;
     Ok(with_staged(|staged| {
         sightings.count_over(&key, window_ms, now_ms, staged)
     }))
 }
 
 /// `first_seen(key, window)`: true when this rule has not seen `key` within `window`.
-fn first_seen(ctx: NativeCallContext, key: &str, window: &str) -> Result<bool, Box<EvalAltResult>> {
-    let (sightings, key, window_ms, now_ms) = stateful(&ctx, "first_seen", key, window)?;
+fn first_seen(
+    ctx: &NativeCallContext,
+    key: &str,
+    window: &str,
+) -> Result<bool, Box<EvalAltResult>> {
+    let (sightings, key, window_ms, now_ms) = stateful(ctx, "first_seen", key, window)?;
     Ok(with_staged(|staged| {
         sightings.first_seen(&key, window_ms, now_ms, staged)
     }))
@@ -198,11 +243,6 @@ fn with_staged<T>(f: impl FnOnce(&mut Staged) -> T) -> T {
     let out = f(&mut staged);
     put_staged(staged);
     out
-}
-
-/// `setting(name, default)`: `[scripts.settings]`'s value for `name`, else `default`.
-fn setting(name: &str, default: Dynamic) -> Dynamic {
-    setting_value(name).unwrap_or(default)
 }
 
 /// The running evaluation's `[scripts.settings]` value for `name`, if set.
@@ -218,7 +258,7 @@ fn setting_value(name: &str) -> Option<Dynamic> {
 /// `setting_list(name, defaults)`: `defaults` followed by the strings of the setting `name`
 /// (an array of strings), or `defaults` alone when it is not set.
 fn setting_list(
-    ctx: NativeCallContext,
+    ctx: &NativeCallContext,
     name: &str,
     defaults: Array,
 ) -> Result<Array, Box<EvalAltResult>> {

@@ -3,24 +3,49 @@
 //!
 //! Owns the string helpers; calls `glob`.
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, ImmutableString, NativeCallContext};
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, NativeCallContext};
 
 use crate::rules::glob::glob_match;
 
-/// Registers the text helpers and klaxon's `contains(array, string)`.
-pub(super) fn register(engine: &mut Engine) {
-    engine
-        .register_fn("is_system_user", |name: &str| is_system_user(name))
-        .register_fn("glob", |text: &str, pattern: &str| {
-            glob_match(pattern, text)
-        })
-        .register_fn("glob_any", |text: &str, patterns: Array| {
-            strings_of(&patterns).any(|p| glob_match(&p, text))
-        })
-        .register_fn("starts_with_any", |text: &str, prefixes: Array| {
-            strings_of(&prefixes).any(|p| text.starts_with(p.as_str()))
-        });
-    register_string_membership(engine);
+/// The text helpers and klaxon's `contains(list, text)`, with the doc comments the
+/// engine's metadata carries.
+#[export_module]
+pub(super) mod functions {
+    use super::*;
+
+    /// True for Kubernetes' own identities (`system:…`), except `system:anonymous`.
+    #[rhai_fn(name = "is_system_user")]
+    pub fn system_user(name: &str) -> bool {
+        is_system_user(name)
+    }
+
+    /// Whether the whole of `text` matches `pattern` (`*` any run of characters, `?` one).
+    pub fn glob(text: &str, pattern: &str) -> bool {
+        glob_match(pattern, text)
+    }
+
+    /// Whether `text` matches at least one glob of `patterns` (non-strings ignored).
+    pub fn glob_any(text: &str, patterns: Array) -> bool {
+        strings_of(&patterns).any(|p| glob_match(&p, text))
+    }
+
+    /// Whether `text` starts with at least one string of `prefixes` (non-strings ignored).
+    pub fn starts_with_any(text: &str, prefixes: Array) -> bool {
+        strings_of(&prefixes).any(|p| text.starts_with(p.as_str()))
+    }
+
+    /// `text in list` with a string on the left, as Rhai's own `in` decides it, without a
+    /// function call per item for the items that are strings (Falco's lists are arrays of
+    /// strings; Rhai's version calls `==` through the function table for each item).
+    #[rhai_fn(pure, return_raw)]
+    pub fn contains(
+        ctx: NativeCallContext,
+        list: &mut Array,
+        text: ImmutableString,
+    ) -> Result<bool, Box<EvalAltResult>> {
+        string_in_array(&ctx, list, text)
+    }
 }
 
 /// True for Kubernetes' own identities (`system:…`), except `system:anonymous`.
@@ -37,18 +62,7 @@ fn strings_of(
         .filter_map(|p| p.read_lock::<ImmutableString>())
 }
 
-/// `text in array` with a string on the left, as Rhai's own `in` decides it, without a
-/// function call per item for the items that are strings (Falco's lists are arrays of
-/// strings; Rhai's version calls `==` through the function table for each item).
-fn register_string_membership(engine: &mut Engine) {
-    engine.register_fn(
-        "contains",
-        |ctx: NativeCallContext, array: &mut Array, value: ImmutableString| {
-            string_in_array(&ctx, array, value)
-        },
-    );
-}
-
+/// Whether `value` is in `array`: string items compared directly, others as Rhai's `==`.
 fn string_in_array(
     ctx: &NativeCallContext,
     array: &mut Array,

@@ -3,18 +3,31 @@
 //!
 //! Owns the query parsing; calls `event`.
 
-use rhai::{Array, Dynamic, Engine, ImmutableString, Map};
+use rhai::plugin::*;
+use rhai::{Array, Dynamic, ImmutableString, Map};
 
 use super::convert::{dyn_text, text};
 use super::event::ScriptEvent;
 
-/// Registers `uri_param` and `uri_params` on `Event`.
-pub(super) fn register(engine: &mut Engine) {
-    engine
-        .register_fn("uri_param", |e: &mut ScriptEvent, name: &str| {
-            uri_param(e, name)
-        })
-        .register_fn("uri_params", |e: &mut ScriptEvent| uri_params(e));
+/// `uri_param` and `uri_params` on `Event`, with the doc comments the engine's metadata
+/// carries.
+#[export_module]
+pub(super) mod functions {
+    use super::*;
+    use crate::rules::api::event::functions::Event;
+
+    /// The first value of query parameter `name` of `requestURI`, decoded as a form would
+    /// be; `""` when absent.
+    #[rhai_fn(pure)]
+    pub fn uri_param(e: &mut Event, name: &str) -> ImmutableString {
+        super::uri_param(e, name)
+    }
+
+    /// Every query parameter of `requestURI`: name → array of its decoded values, in order.
+    #[rhai_fn(pure)]
+    pub fn uri_params(e: &mut Event) -> Map {
+        super::uri_params(e)
+    }
 }
 
 /// The decoded `name=value` pairs of the request URI's query, in order.
