@@ -1039,3 +1039,27 @@ fn to_json_gives_the_whole_event() {
         assert_eq!(back.pointer(key), json.pointer(key), "{key}");
     }
 }
+
+#[test]
+fn a_misspelt_accessor_fails_naming_the_script_type() {
+    // docs/SCRIPTING.md quotes this message; the types are named as scripts know them.
+    let rules = ruleset();
+    let (event, _) = falco(PRIVILEGED_POD);
+    for (expr, type_name) in [
+        ("event.namespace", "Event"),
+        ("event.user.namespace", "User"),
+        ("event.objectRef.verb", "ObjectRef"),
+        ("event.responseStatus.name", "ResponseStatus"),
+    ] {
+        let err = rules
+            .eval_expression(event.clone(), expr)
+            .expect_err(expr)
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "a getter is not registered for type '{type_name}'"
+            )),
+            "{expr}: {err}"
+        );
+    }
+}

@@ -42,7 +42,7 @@ fn string_membership_decides_as_rhai_does() {
         klaxon
             .function_signatures()
             .iter()
-            .any(|s| s.starts_with("contains(_: &mut array, _: string)")),
+            .any(|s| s.starts_with("contains(list: &mut array, text: string)")),
         "{:?}",
         klaxon.function_signatures()
     );

@@ -1,6 +1,8 @@
 //! docs/SCRIPTING.md must not drift from the script API: every `event` accessor, every
-//! function klaxon registers for scripts, every `alert` field and severity, and every
-//! `[scripts.limits]` key with its default value must be documented there.
+//! function klaxon registers for scripts (called with the parameter names of the Rust
+//! function, from the engine's metadata), every `alert` field and severity, and every
+//! `[scripts.limits]` key with its default value must be documented there; and every
+//! registered function carries its own doc comment in that metadata.
 
 use std::path::Path;
 
@@ -62,47 +64,126 @@ fn every_event_accessor_is_documented_with_its_type() {
     fail_if_missing("event accessor(s)", &missing);
 }
 
-/// A registered function: its name, the type of its first parameter, and the signature.
+/// A registered function, from the engine's metadata: its name, its parameters (name and
+/// type), its signature and its doc comment.
 struct Function {
     name: String,
     getter: bool,
-    receiver: String,
+    params: Vec<(String, String)>,
     signature: String,
+    doc_comments: Vec<String>,
+}
+
+impl Function {
+    /// The type of the first parameter without `&mut `: the type a method or getter is on.
+    fn receiver(&self) -> &str {
+        self.params
+            .first()
+            .map_or("", |(_, t)| t.trim_start_matches("&mut ").trim())
+    }
+
+    /// How the doc writes a call: `event.NAME(b, c)` for a method on `event` or one of its
+    /// records, else `NAME(a, b)` or `a.NAME(b)`; a map parameter may be written `#{…}`.
+    fn call_forms(&self) -> Vec<String> {
+        let named: Vec<&str> = self.params.iter().map(|(name, _)| name.as_str()).collect();
+        let literal: Vec<&str> = self
+            .params
+            .iter()
+            .map(|(name, typ)| if typ == "Map" { "#{…}" } else { name })
+            .collect();
+        let mut forms: Vec<String> = [named, literal]
+            .iter()
+            .flat_map(|names| self.calls_with(names))
+            .collect();
+        forms.dedup();
+        forms
+    }
+
+    /// The call with these parameter names.
+    fn calls_with(&self, names: &[&str]) -> Vec<String> {
+        let rest = names.get(1..).unwrap_or_default().join(", ");
+        match record_path(self.receiver()) {
+            Some(path) => vec![format!("{path}.{}({rest})", self.name)],
+            None => {
+                let mut forms = vec![format!("{}({})", self.name, names.join(", "))];
+                if let Some(first) = names.first() {
+                    forms.push(format!("{first}.{}({rest})", self.name));
+                }
+                forms
+            }
+        }
+    }
+}
+
+/// How scripts reach a value of the script type `receiver`, when it is `event` or one of
+/// its records.
+fn record_path(receiver: &str) -> Option<&'static str> {
+    match receiver {
+        "Event" => Some("event"),
+        "User" => Some("event.user"),
+        "ObjectRef" => Some("event.objectRef"),
+        "ResponseStatus" => Some("event.responseStatus"),
+        _ => None,
+    }
+}
+
+fn text(value: &serde_json::Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
 }
 
 fn registered_functions() -> Vec<Function> {
     let ruleset = Ruleset::compile(vec![], &ScriptLimits::default(), "x")
         .expect("an empty rule set compiles");
-    let signatures = ruleset.function_signatures();
+    let metadata = ruleset.function_metadata();
+    let functions = metadata["functions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("function_metadata() has no `functions`: {metadata:#}"));
     assert!(
-        signatures.iter().any(|s| s.starts_with("alert(")),
-        "function_signatures() no longer lists `alert`: {signatures:#?}"
+        functions.iter().any(|f| f["name"] == "alert"),
+        "function_metadata() no longer lists `alert`: {metadata:#}"
     );
-    signatures
-        .into_iter()
-        .map(|signature| {
-            let (name, rest) = signature
-                .split_once('(')
-                .unwrap_or_else(|| panic!("cannot read signature {signature:?}"));
-            let first_param = rest.split([',', ')']).next().unwrap_or("");
-            let receiver = first_param
-                .split_once(':')
-                .map_or("", |(_, t)| t)
-                .trim()
-                .trim_start_matches("&mut ")
-                .to_owned();
+    functions
+        .iter()
+        .map(|f| {
+            let name = text(f, "name");
             let (name, getter) = match name.strip_prefix("get$") {
                 Some(n) => (n.to_owned(), true),
-                None => (name.to_owned(), false),
+                None => (name, false),
             };
+            let list = |key: &str| f[key].as_array().cloned().unwrap_or_default();
             Function {
                 name,
                 getter,
-                receiver,
-                signature,
+                params: list("params")
+                    .iter()
+                    .map(|p| (text(p, "name"), text(p, "type")))
+                    .collect(),
+                signature: text(f, "signature"),
+                doc_comments: list("docComments")
+                    .iter()
+                    .filter_map(|c| c.as_str().map(str::to_owned))
+                    .collect(),
             }
         })
         .collect()
+}
+
+#[test]
+fn every_registered_function_carries_a_doc_comment_in_the_engine_metadata() {
+    let undocumented: Vec<String> = registered_functions()
+        .into_iter()
+        .filter(|f| {
+            f.doc_comments
+                .iter()
+                .all(|c| c.trim_start_matches('/').trim().is_empty())
+        })
+        .map(|f| f.signature)
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "functions registered for scripts without a `///` doc comment (write one on the \
+         function in src/rules/api/): {undocumented:#?}"
+    );
 }
 
 #[test]
@@ -115,29 +196,31 @@ fn every_registered_function_is_documented() {
             continue;
         }
         if f.getter {
-            let code = match f.receiver.as_str() {
-                "Event" => {
-                    event_getters.push(f.name.clone());
-                    format!("event.{}", f.name)
-                }
-                "User" => format!("event.user.{}", f.name),
-                "ObjectRef" => format!("event.objectRef.{}", f.name),
-                "ResponseStatus" => format!("event.responseStatus.{}", f.name),
-                other => panic!(
-                    "getter `{}` on type `{other}` ({}) is new: teach tests/scripting_doc.rs \
+            let Some(path) = record_path(f.receiver()) else {
+                panic!(
+                    "getter `{}` on type `{}` ({}) is new: teach tests/scripting_doc.rs \
                      which `event` sub-record it belongs to, and document it",
-                    f.name, f.signature
-                ),
+                    f.name,
+                    f.receiver(),
+                    f.signature
+                );
             };
+            if f.receiver() == "Event" {
+                event_getters.push(f.name.clone());
+            }
+            let code = format!("{path}.{}", f.name);
             if !mentions(&doc, &code) {
                 missing.push(format!("`{code}` (registered as `{}`)", f.signature));
             }
         } else {
-            let call = format!("{}(", f.name);
-            if !(doc.contains(&format!("`{call}")) || doc.contains(&format!(".{call}"))) {
+            // The call as the doc writes it, with the parameter names of the Rust function.
+            let forms = f.call_forms();
+            if !forms.iter().any(|form| doc.contains(&format!("`{form}"))) {
                 missing.push(format!(
-                    "function `{}` (registered as `{}`): expected `{call}…` or `….{call}…` in the doc",
-                    f.name, f.signature
+                    "function `{}` (registered as `{}`): expected `{}` in the doc",
+                    f.name,
+                    f.signature,
+                    forms.join("` or `")
                 ));
             }
         }
@@ -156,7 +239,7 @@ fn every_registered_function_is_documented() {
         .collect();
     assert!(
         unlisted.is_empty() && unregistered.is_empty(),
-        "EVENT_ACCESSORS (src/rules/api.rs) differs from the registered `event` getters: \
+        "EVENT_ACCESSORS (src/rules/api/event.rs) differs from the registered `event` getters: \
          registered but not listed {unlisted:?}; listed but not registered {unregistered:?}"
     );
 }

@@ -11,12 +11,12 @@
 //! `MATCH` may also be an array of such maps: the script runs when any of them holds. A
 //! script without a declaration runs on every event.
 //!
-//! Owns the parsing of declarations and the candidate lookup; calls `api::glob_match`.
+//! Owns the parsing of declarations and the candidate lookup; calls `glob::glob_match`.
 
 use rhai::{Array, Dynamic, Map};
 use rustc_hash::FxHashMap;
 
-use super::api::glob_match;
+use super::glob::glob_match;
 use crate::audit::Event;
 
 /// The name of the constant that declares what a script can match.

@@ -6,17 +6,19 @@
 
 mod alert;
 mod api;
+mod glob;
 mod index;
 mod modules;
 mod ruleset;
-mod state;
+mod sightings;
 
 pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
-pub use api::{EVENT_ACCESSORS, ScriptEvent, glob_match, is_system_user, json_to_dynamic};
+pub use api::{EVENT_ACCESSORS, ScriptEvent, is_system_user, json_to_dynamic};
+pub use glob::glob_match;
 pub use index::{MATCH_CONST, MATCH_KEYS, RuleFilter, RuleIndex};
 pub use modules::MODULE_DIR;
 pub use ruleset::{
     Evaluation, LoadError, LoadErrors, Rule, RuleRun, Ruleset, ScriptError, ScriptLimits,
     ScriptSource, Selection,
 };
-pub use state::{MAX_TIMESTAMPS, Staged, StateStore};
+pub use sightings::{MAX_TIMESTAMPS, Sightings, Staged};

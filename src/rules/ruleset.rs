@@ -1,20 +1,19 @@
 //! Loading, compiling and running the scripts: one rule per `*.rhai` file, compiled once,
 //! run on every event in a sandboxed engine.
 
-use std::cell::RefCell;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
 
-use rhai::{AST, Array, Dynamic, Engine, EvalAltResult, Map, NativeCallContext, Position, Scope};
+use rhai::{AST, Engine, EvalAltResult, Map, Position, Scope};
 use serde::{Deserialize, Serialize};
 
-use super::alert::{Alert, AlertContext, AlertSpec};
-use super::api::{self, ScriptEvent};
+use super::alert::{Alert, AlertContext};
+use super::api::{self, ScriptEvent, runtime};
 use super::index::{MATCH_CONST, RuleFilter, RuleIndex};
-use super::state::{Staged, StateStore};
+use super::sightings::{Sightings, Staged};
 use crate::audit::Event;
 
 /// Sandbox limits for every script run; each is per run of one script on one event.
@@ -276,25 +275,6 @@ pub enum Selection {
     Every,
 }
 
-/// What the current script run has raised; one per thread, as a run never leaves its thread.
-#[derive(Default)]
-struct Frame {
-    rule: Option<Arc<str>>,
-    specs: Vec<AlertSpec>,
-    max_alerts: usize,
-    deadline: Option<std::time::Instant>,
-    /// The evaluation's clock (ms since the epoch) and the stateful helpers' memory.
-    now_ms: i64,
-    state: Option<Arc<StateStore>>,
-    /// The sightings of the batch being evaluated, recorded when it is stored.
-    staged: Staged,
-    settings: Option<Arc<Map>>,
-}
-
-thread_local! {
-    static FRAME: RefCell<Frame> = RefCell::new(Frame::default());
-}
-
 /// The compiled scripts and the sandboxed engine that runs them.
 pub struct Ruleset {
     engine: Engine,
@@ -302,7 +282,7 @@ pub struct Ruleset {
     index: RuleIndex,
     limits: ScriptLimits,
     cluster: String,
-    state: Arc<StateStore>,
+    sightings: Arc<Sightings>,
     settings: Arc<Map>,
 }
 
@@ -393,7 +373,7 @@ impl Ruleset {
                 rules,
                 limits: limits.clone(),
                 cluster: cluster.to_owned(),
-                state: Arc::default(),
+                sightings: Arc::default(),
                 settings: Arc::default(),
             })
         } else {
@@ -416,6 +396,17 @@ impl Ruleset {
         out
     }
 
+    /// Rhai's metadata of the functions klaxon registers (not Rhai's standard library), as
+    /// its JSON (`functions`: name, params with names and types, returnType, docComments,
+    /// signature); the docs are checked against it.
+    pub fn function_metadata(&self) -> serde_json::Value {
+        self.engine
+            .gen_fn_metadata_to_json(false)
+            .ok()
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default()
+    }
+
     /// The values scripts read with `setting(name, default)` (`[scripts.settings]`).
     pub fn set_settings(&mut self, settings: &BTreeMap<String, serde_json::Value>) {
         self.settings = Arc::new(
@@ -430,12 +421,12 @@ impl Ruleset {
     /// Shares the stateful helpers' memory with other replicas (kept across reloads, which
     /// adopt this memory).
     pub fn share_helpers(&self, shared: Arc<dyn crate::state::SharedHelpers>) {
-        self.state.share(shared);
+        self.sightings.share(shared);
     }
 
     /// Keeps the stateful helpers' memory of `previous` (on reload).
     pub fn adopt_state(&mut self, previous: &Ruleset) {
-        self.state = previous.state.clone();
+        self.sightings = previous.sightings.clone();
     }
 
     /// Whether any rule can run on `event` (the index's view): an event no rule can run on
@@ -480,15 +471,15 @@ impl Ruleset {
         selection: Selection,
         staged: &mut Staged,
     ) -> Evaluation {
-        FRAME.with(|f| f.borrow_mut().staged = std::mem::take(staged));
+        runtime::put_staged(std::mem::take(staged));
         let evaluation = self.evaluate_unstaged(event, now_ms, selection);
-        FRAME.with(|f| *staged = std::mem::take(&mut f.borrow_mut().staged));
+        *staged = runtime::take_staged();
         evaluation
     }
 
     /// Records a stored batch's staged sightings in the stateful helpers' memory.
     pub fn commit_sightings(&self, staged: Staged) {
-        self.state.commit(staged);
+        self.sightings.commit(staged);
     }
 
     /// The evaluation itself, with the frame's staged sightings.
@@ -502,12 +493,7 @@ impl Ruleset {
             Selection::Indexed => self.index.candidates(&event),
             Selection::Every => (0..self.rules.len()).collect(),
         };
-        FRAME.with(|f| {
-            let mut f = f.borrow_mut();
-            f.now_ms = now_ms;
-            f.state = Some(self.state.clone());
-            f.settings = Some(self.settings.clone());
-        });
+        runtime::begin_evaluation(now_ms, self.sightings.clone(), self.settings.clone());
         let script_event = ScriptEvent::new(event);
         let mut out = Evaluation::default();
         // One scope for all rules: `event` stays, whatever a script declared is dropped.
@@ -523,7 +509,7 @@ impl Ruleset {
                 nanos: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
             });
             scope.rewind(1);
-            let specs = FRAME.with(|f| std::mem::take(&mut f.borrow_mut().specs));
+            let specs = runtime::take_alerts();
             if !specs.is_empty() {
                 let context = AlertContext::from_event(
                     script_event.event(),
@@ -550,18 +536,13 @@ impl Ruleset {
         scope: &mut Scope,
         started: std::time::Instant,
     ) -> Result<(), Box<EvalAltResult>> {
-        FRAME.with(|f| {
-            let mut f = f.borrow_mut();
-            f.rule = Some(rule.name.clone());
-            f.max_alerts = self.limits.max_alerts_per_event;
-            f.deadline = Some(started + self.limits.max_run_time);
-        });
+        runtime::enter_rule(
+            rule.name.clone(),
+            self.limits.max_alerts_per_event,
+            started + self.limits.max_run_time,
+        );
         let result = self.engine.run_ast_with_scope(scope, &rule.ast);
-        FRAME.with(|f| {
-            let mut f = f.borrow_mut();
-            f.rule = None;
-            f.deadline = None;
-        });
+        runtime::leave_rule();
         result
     }
 
@@ -655,7 +636,8 @@ fn innermost_position(err: &EvalAltResult) -> Position {
     }
 }
 
-/// Builds the sandboxed engine: no modules or eval, limits on everything, print to the log.
+/// Builds the sandboxed engine: no modules or eval, limits on everything, and the script API
+/// (`api`, which also sends print to the log and enforces the run-time deadline).
 fn build_engine(limits: &ScriptLimits) -> Engine {
     let mut engine = Engine::new();
     engine
@@ -671,155 +653,6 @@ fn build_engine(limits: &ScriptLimits) -> Engine {
         // scanned all of it to evict one (a few % of evaluation time).
         .set_max_strings_interned(0)
         .disable_symbol("eval");
-    engine.on_print(|text| {
-        let rule = FRAME.with(|f| f.borrow().rule.clone()).unwrap_or_default();
-        tracing::info!(target: "klaxon::script", rule = %rule, "{text}");
-    });
-    engine.on_debug(|text, source, pos| {
-        let rule = FRAME.with(|f| f.borrow().rule.clone()).unwrap_or_default();
-        tracing::debug!(
-            target: "klaxon::script",
-            rule = %rule,
-            source = source.unwrap_or(""),
-            line = pos.line().unwrap_or(0),
-            "{text}"
-        );
-    });
-    // A wall-clock bound besides the operation count: some operations (growing a large
-    // array) cost far more than others.
-    engine.on_progress(|ops| {
-        if ops % 1024 != 0 {
-            return None;
-        }
-        let deadline = FRAME.with(|f| f.borrow().deadline)?;
-        (std::time::Instant::now() > deadline).then(|| "max_run_time".into())
-    });
-    engine.register_fn("alert", alert);
-    engine.register_fn("count_over", count_over);
-    engine.register_fn("first_seen", first_seen);
-    engine.register_fn("setting", setting);
-    engine.register_fn("setting_list", setting_list);
     api::register(&mut engine);
     engine
-}
-
-/// The running rule's stateful-helper key, window and clock.
-fn stateful(
-    ctx: &NativeCallContext,
-    helper: &str,
-    key: &str,
-    window: &str,
-) -> Result<(Arc<StateStore>, String, i64, i64), Box<EvalAltResult>> {
-    let window_ms = humantime::parse_duration(window)
-        .ok()
-        .and_then(|d| i64::try_from(d.as_millis()).ok())
-        .filter(|ms| *ms > 0)
-        .ok_or_else(|| {
-            EvalAltResult::ErrorRuntime(
-                format!("{helper}: `{window}` is not a window like \"5m\" or \"24h\"").into(),
-                ctx.call_position(),
-            )
-        })?;
-    FRAME.with(|f| {
-        let f = f.borrow();
-        let state = f.state.clone().ok_or_else(|| {
-            EvalAltResult::ErrorRuntime(
-                format!("{helper}: only available while evaluating events").into(),
-                ctx.call_position(),
-            )
-        })?;
-        let rule = f.rule.as_deref().unwrap_or("");
-        Ok((state, format!("{rule}\u{1f}{key}"), window_ms, f.now_ms))
-    })
-}
-
-/// `count_over(key, window)`: sightings of `key` by this rule within `window`, this one
-/// included.
-fn count_over(ctx: NativeCallContext, key: &str, window: &str) -> Result<i64, Box<EvalAltResult>> {
-    let (state, key, window_ms, now_ms) = stateful(&ctx, "count_over", key, window)?;
-    Ok(with_staged(|staged| {
-        state.count_over(&key, window_ms, now_ms, staged)
-    }))
-}
-
-/// `first_seen(key, window)`: true when this rule has not seen `key` within `window`.
-fn first_seen(ctx: NativeCallContext, key: &str, window: &str) -> Result<bool, Box<EvalAltResult>> {
-    let (state, key, window_ms, now_ms) = stateful(&ctx, "first_seen", key, window)?;
-    Ok(with_staged(|staged| {
-        state.first_seen(&key, window_ms, now_ms, staged)
-    }))
-}
-
-/// Runs `f` on the running batch's staged sightings (taken out of the frame meanwhile, so
-/// that a shared-store call inside `f` holds no borrow of it).
-fn with_staged<T>(f: impl FnOnce(&mut Staged) -> T) -> T {
-    let mut staged = FRAME.with(|frame| std::mem::take(&mut frame.borrow_mut().staged));
-    let out = f(&mut staged);
-    FRAME.with(|frame| frame.borrow_mut().staged = staged);
-    out
-}
-
-/// `setting(name, default)`: `[scripts.settings]`'s value for `name`, else `default`.
-fn setting(name: &str, default: Dynamic) -> Dynamic {
-    setting_value(name).unwrap_or(default)
-}
-
-/// The running evaluation's `[scripts.settings]` value for `name`, if set.
-fn setting_value(name: &str) -> Option<Dynamic> {
-    FRAME.with(|f| {
-        f.borrow()
-            .settings
-            .as_ref()
-            .and_then(|s| s.get(name).cloned())
-    })
-}
-
-/// `setting_list(name, defaults)`: `defaults` followed by the strings of the setting `name`
-/// (an array of strings), or `defaults` alone when it is not set.
-fn setting_list(
-    ctx: NativeCallContext,
-    name: &str,
-    defaults: Array,
-) -> Result<Array, Box<EvalAltResult>> {
-    let Some(extra) = setting_value(name) else {
-        return Ok(defaults);
-    };
-    let wrong = |what: String| {
-        EvalAltResult::ErrorRuntime(
-            format!("setting {name} must be an array of strings, not {what}").into(),
-            ctx.call_position(),
-        )
-    };
-    let type_name = extra.type_name();
-    let items = extra
-        .try_cast::<Array>()
-        .ok_or_else(|| wrong(type_name.to_owned()))?;
-    if let Some(item) = items.iter().find(|item| !item.is_string()) {
-        return Err(wrong(format!("an array holding {}", item.type_name())).into());
-    }
-    let mut list = defaults;
-    list.extend(items);
-    Ok(list)
-}
-
-/// `alert(#{…})`: validates the map and records it for the current rule.
-fn alert(ctx: NativeCallContext, map: Map) -> Result<(), Box<EvalAltResult>> {
-    let spec = AlertSpec::from_map(map)
-        .map_err(|msg| EvalAltResult::ErrorRuntime(msg.into(), ctx.call_position()))?;
-    FRAME.with(|f| {
-        let mut f = f.borrow_mut();
-        if f.specs.len() >= f.max_alerts {
-            return Err(EvalAltResult::ErrorRuntime(
-                format!(
-                    "alert: more than {} alerts on one event (max_alerts_per_event)",
-                    f.max_alerts
-                )
-                .into(),
-                ctx.call_position(),
-            )
-            .into());
-        }
-        f.specs.push(spec);
-        Ok(())
-    })
 }

@@ -1,11 +1,11 @@
-//! State for the stateful helpers `count_over(key, window)` and `first_seen(key, window)`,
-//! clocked by the caller (the wall clock in `serve`, the event's time in dry-run and replay).
-//! With the Redis backend the answers come from the replicas' shared memory (`state`
+//! The sightings of the stateful helpers `count_over(key, window)` and
+//! `first_seen(key, window)`: which keys each rule saw and when, clocked by the caller (the
+//! wall clock in `serve`, the event's time in dry-run and replay). With the Redis backend the answers come from the replicas' shared memory (`state`
 //! module) while it answers; this memory records every sighting either way.
 //!
 //! A batch's sightings are staged ([`Staged`]): the scripts of that batch see them at once,
 //! but the store (and the shared memory) records them only when the batch's alerts are
-//! stored ([`StateStore::commit`]), so a batch that fails to store leaves no trace and its
+//! stored ([`Sightings::commit`]), so a batch that fails to store leaves no trace and its
 //! retry counts the same sightings again, once.
 //!
 //! Keys are scoped per rule. Memory is bounded: at most [`MAX_TIMESTAMPS`] remembered
@@ -58,7 +58,7 @@ struct Sighting {
 }
 
 /// The sightings a batch's evaluation made, not yet recorded; dropped when the batch
-/// fails, committed with [`StateStore::commit`] when it is stored.
+/// fails, committed with [`Sightings::commit`] when it is stored.
 #[derive(Debug, Default)]
 pub struct Staged {
     sightings: Vec<Sighting>,
@@ -91,13 +91,13 @@ impl Staged {
 /// The stateful helpers' memory, shared by every script of a rule set and kept across
 /// reloads.
 #[derive(Default)]
-pub struct StateStore {
+pub struct Sightings {
     inner: Mutex<Inner>,
     /// The replicas' shared memory (Redis): its answers win while it answers.
     shared: OnceLock<Arc<dyn SharedHelpers>>,
 }
 
-impl StateStore {
+impl Sightings {
     /// Shares the helpers' memory with other replicas through `shared` from now on; this
     /// store still records every sighting, and answers alone when `shared` does not.
     pub fn share(&self, shared: Arc<dyn SharedHelpers>) {
@@ -277,7 +277,7 @@ mod tests {
     const MIN: i64 = 60_000;
 
     /// `count_over` in a batch of its own, committed.
-    fn count(store: &StateStore, key: &str, window_ms: i64, now_ms: i64) -> i64 {
+    fn count(store: &Sightings, key: &str, window_ms: i64, now_ms: i64) -> i64 {
         let mut staged = Staged::default();
         let n = store.count_over(key, window_ms, now_ms, &mut staged);
         store.commit(staged);
@@ -285,7 +285,7 @@ mod tests {
     }
 
     /// `first_seen` in a batch of its own, committed.
-    fn first(store: &StateStore, key: &str, window_ms: i64, now_ms: i64) -> bool {
+    fn first(store: &Sightings, key: &str, window_ms: i64, now_ms: i64) -> bool {
         let mut staged = Staged::default();
         let first = store.first_seen(key, window_ms, now_ms, &mut staged);
         store.commit(staged);
@@ -294,7 +294,7 @@ mod tests {
 
     #[test]
     fn count_over_counts_sightings_in_the_window_this_one_included() {
-        let store = StateStore::default();
+        let store = Sightings::default();
         let counts: Vec<i64> = (0..5)
             .map(|i| count(&store, "10.0.0.9", 5 * MIN, i * MIN))
             .collect();
@@ -307,7 +307,7 @@ mod tests {
 
     #[test]
     fn first_seen_is_true_once_per_window() {
-        let store = StateStore::default();
+        let store = Sightings::default();
         let day = 24 * 60 * MIN;
         assert!(first(&store, "alice/payments", day, 0));
         assert!(!first(&store, "alice/payments", day, 10 * MIN));
@@ -318,7 +318,7 @@ mod tests {
 
     #[test]
     fn a_batch_sees_its_own_sightings_and_records_them_only_when_committed() {
-        let store = StateStore::default();
+        let store = Sightings::default();
         let mut failed = Staged::default();
         assert_eq!(store.count_over("ip", 5 * MIN, 0, &mut failed), 1);
         assert_eq!(store.count_over("ip", 5 * MIN, 1, &mut failed), 2);
@@ -340,7 +340,7 @@ mod tests {
 
     #[test]
     fn batches_committed_out_of_order_keep_their_sightings_in_time_order() {
-        let store = StateStore::default();
+        let store = Sightings::default();
         let mut later = Staged::default();
         store.count_over("k", 10 * MIN, 5 * MIN, &mut later);
         let mut earlier = Staged::default();
@@ -353,7 +353,7 @@ mod tests {
 
     #[test]
     fn memory_stays_under_the_cap() {
-        let store = StateStore::default();
+        let store = Sightings::default();
         for i in 0..(MAX_TIMESTAMPS as i64 + 10_000) {
             count(&store, &format!("k{}", i % 50_000), i64::MAX / 4, i);
         }
