@@ -31,6 +31,29 @@ fn targets(names: &[&str]) -> Arc<Targets> {
     })
 }
 
+/// Everything to `console`, every rule's budget `budget` alerts a minute.
+fn budget_per_minute(budget: u32) -> PipelineSettings {
+    let mut s = settings(&["console"]);
+    s.rule_defaults = RulePolicy {
+        budget,
+        budget_window: Duration::from_secs(60),
+        ..RulePolicy::default()
+    };
+    s
+}
+
+/// One target `name` with this group window and rate (per second, burst).
+fn paced(name: &str, group_wait: Duration, rate: Option<(f64, u32)>) -> Arc<Targets> {
+    let pacing = Pacing {
+        group_wait,
+        rate: rate.map(|(per_second, burst)| Rate { per_second, burst }),
+    };
+    Arc::new(Targets {
+        by_name: [(name.to_owned(), Target::Console(ConsoleFormat::Json))].into(),
+        pacing: [(name.to_owned(), pacing)].into(),
+    })
+}
+
 fn settings(defaults: &[&str]) -> PipelineSettings {
     PipelineSettings {
         default_targets: defaults.iter().map(|s| s.to_string()).collect(),
@@ -150,13 +173,7 @@ fn silences_hold_until_they_end() {
 
 #[test]
 fn a_flood_over_budget_becomes_one_digest_at_the_end_of_the_window() {
-    let mut s = settings(&["console"]);
-    s.rule_defaults = RulePolicy {
-        budget: 3,
-        budget_window: Duration::from_secs(60),
-        ..RulePolicy::default()
-    };
-    let pipeline = Pipeline::new(s, targets(&["console"]));
+    let pipeline = Pipeline::new(budget_per_minute(3), targets(&["console"]));
     let flood: Vec<Alert> = (0..10)
         .map(|i| alert("pod_created", &format!("pod {i}"), "ns"))
         .collect();
@@ -268,21 +285,8 @@ fn routes_match_in_order_and_fallbacks_are_followed() {
 
 #[test]
 fn replay_groups_alerts_within_group_wait_and_paces_notices() {
-    let mut t = Targets {
-        by_name: [("slack".to_owned(), Target::Console(ConsoleFormat::Json))].into(),
-        pacing: BTreeMap::new(),
-    };
-    t.pacing.insert(
-        "slack".to_owned(),
-        Pacing {
-            group_wait: Duration::from_secs(10),
-            rate: Some(Rate {
-                per_second: 1.0,
-                burst: 3,
-            }),
-        },
-    );
-    let mut replay = Replay::new(settings(&["slack"]), Arc::new(t), 100);
+    let t = paced("slack", Duration::from_secs(10), Some((1.0, 3)));
+    let mut replay = Replay::new(settings(&["slack"]), t, 100);
     // Four pods in ns a within 10 s: one notice; one pod in ns b: another.
     for i in 0..4 {
         replay.push(
@@ -324,6 +328,60 @@ fn replay_groups_alerts_within_group_wait_and_paces_notices() {
     assert_eq!(slack.max_pacing_ms, 9_000);
     let rule = report.rules["pod_created"];
     assert_eq!((rule.fired, rule.admitted, rule.folded), (18, 18, 0));
+}
+
+#[test]
+fn replay_stores_a_budget_digest_when_its_window_ends_not_at_the_next_event() {
+    let console = paced("console", Duration::from_secs(10), None);
+    let mut replay = Replay::new(budget_per_minute(1), console, 100);
+    let flood: Vec<Alert> = (0..4)
+        .map(|i| alert("pod_created", &format!("pod {i}"), "ns"))
+        .collect();
+    replay.push(flood, T0);
+    // The next event comes an hour later: the digest was stored when the window ended
+    // (T0 + 60 s), as serve's ticker stores it, and went out after its group window.
+    replay.push(vec![alert("other", "later", "ns")], T0 + 60 * MINUTE);
+    let sent = replay.take_notices();
+    let times: Vec<(i64, String)> = sent
+        .iter()
+        .map(|n| (n.at_ms - T0, n.notice.title()))
+        .collect();
+    assert_eq!(
+        times,
+        [
+            (10_000, "pod 0".to_owned()),
+            (70_000, "pod_created fired 3 more times".to_owned()),
+        ]
+    );
+    let (rest, _) = replay.finish();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].at_ms, T0 + 60 * MINUTE + 10_000);
+}
+
+#[test]
+fn replay_holds_a_paced_notice_until_its_time() {
+    let t = paced("slack", Duration::ZERO, Some((1.0, 1)));
+    let mut replay = Replay::new(settings(&["slack"]), t, 100);
+    replay.push(vec![alert("r", "a", "a"), alert("r", "b", "b")], T0);
+    // At T0 + 1 ms: a went at T0; b is composed but waits for its slot at T0 + 1 s.
+    replay.push(Vec::new(), T0 + 1);
+    let first = replay.take_notices();
+    assert_eq!(first.len(), 1);
+    assert_eq!(
+        (first[0].at_ms, first[0].notice.title()),
+        (T0, "a".to_owned())
+    );
+    replay.push(Vec::new(), T0 + 1_000);
+    let second = replay.take_notices();
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].at_ms, T0 + 1_000);
+    let (rest, report) = replay.finish();
+    assert!(rest.is_empty());
+    let slack = report.targets["slack"];
+    assert_eq!(
+        (slack.notices, slack.paced, slack.max_pacing_ms),
+        (2, 1, 1_000)
+    );
 }
 
 #[test]

@@ -1,21 +1,23 @@
 //! Per-target delivery from the outbox: group window → rate limit → send → retry with
 //! backoff (or the target's Retry-After) → remove on success, dead-letter when hopeless.
 //!
-//! One task per target, so a slow or failing target never holds up another. Each task
-//! delivers its target's entries in order: a notice in backoff blocks the ones behind it.
+//! One task per target, so a slow or failing target never holds up another. What is due,
+//! which entries form a notice and when the rate lets it go are decided by the target's
+//! [`Pacer`] (`pacing.rs`), the model the event-clock replay steps too; this module does
+//! the waiting, the sending and the outbox updates. Each task delivers its target's
+//! entries in order: a notice in backoff blocks the ones behind it.
 //! When the outbox cannot be read or updated (an I/O error broke it), a task pauses for
 //! `poll_interval` and tries again, so delivery resumes by itself once the outbox reopens;
 //! a notice the target accepted meanwhile is remembered and removed then, not sent again.
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::{Disposition, Notice, Notifier, Pacing, SendError, Targets};
+use super::pacing::{Due, Mode, Pacer, Queued, pick};
+use super::{Disposition, Notice, Notifier, SendError, Targets};
 use crate::clock::wall_clock_ms;
 use crate::outbox::{Entry, Outbox, OutboxError};
 use crate::state::SharedRate;
@@ -70,9 +72,9 @@ impl Waker {
 struct Worker {
     name: String,
     notifier: Notifier,
-    pacing: Pacing,
-    limiter: Option<DefaultDirectRateLimiter>,
-    /// The target's rate across replicas (Redis); the local limiter when it does not answer.
+    /// What is due and when the target's own rate lets a notice go.
+    pacer: Pacer,
+    /// The target's rate across replicas (Redis); the pacer's bucket when it does not answer.
     shared_rate: Option<Arc<dyn SharedRate>>,
     outbox: Arc<Outbox>,
     policy: DeliveryPolicy,
@@ -85,7 +87,7 @@ struct Worker {
 
 impl Dispatcher {
     /// Starts one delivery task per usable target; paced targets take their slots from
-    /// `shared_rate` (all replicas) while it answers, else from their own limiter.
+    /// `shared_rate` (all replicas) while it answers, else from their own rate bucket.
     pub fn start(
         targets: &Targets,
         outbox: Arc<Outbox>,
@@ -100,14 +102,12 @@ impl Dispatcher {
             let Some(notifier) = Notifier::for_target(target, &client) else {
                 continue;
             };
-            let pacing = targets.pacing(name);
             let worker = Worker {
                 name: name.clone(),
                 notifier,
-                limiter: pacing.rate.map(|r| RateLimiter::direct(r.quota())),
+                pacer: Pacer::new(&targets.pacing(name), policy.max_alerts_per_notice),
                 shared_rate: shared_rate.clone(),
                 delivered: Vec::new(),
-                pacing,
                 outbox: outbox.clone(),
                 policy,
                 wake: wake.clone(),
@@ -148,13 +148,17 @@ impl Dispatcher {
     }
 }
 
-impl super::Rate {
-    fn quota(self) -> Quota {
-        let period = Duration::from_secs_f64(1.0 / self.per_second.max(1e-6));
-        let burst = NonZeroU32::new(self.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        Quota::with_period(period)
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst)
+impl Queued for Entry {
+    fn enqueued_at_ms(&self) -> i64 {
+        self.enqueued_at_ms
+    }
+
+    fn next_attempt_ms(&self) -> i64 {
+        self.next_attempt_ms
+    }
+
+    fn group_key(&self) -> &str {
+        &self.alert.group_key
     }
 }
 
@@ -239,47 +243,25 @@ impl Worker {
         }
     }
 
-    /// Picks the oldest pending entry and the entries of its group that are due with it.
+    /// Asks the pacer what is due now among the target's oldest pending entries.
     async fn next_step(&self, draining: bool) -> Result<Step, OutboxError> {
         let outbox = self.outbox.clone();
         let name = self.name.clone();
-        let limit = self.policy.max_alerts_per_notice.max(1) * 10;
-        let entries = blocking(move || outbox.pending(&name, limit)).await?;
-        let now = wall_clock_ms();
-        let Some(head) = entries.first() else {
-            return Ok(if draining {
-                Step::Done
-            } else {
-                Step::Wait(None)
-            });
-        };
-        if head.next_attempt_ms > now {
-            // In backoff: at shutdown it waits in the outbox for the next start.
-            return Ok(if draining {
-                Step::Done
-            } else {
-                Step::Wait(Some(head.next_attempt_ms))
-            });
-        }
-        let group_wait = i64::try_from(self.pacing.group_wait.as_millis()).unwrap_or(i64::MAX);
-        let window_ends = head.enqueued_at_ms.saturating_add(group_wait);
-        if !draining && window_ends > now {
-            return Ok(Step::Wait(Some(window_ends)));
-        }
-        let key = head.alert.group_key.clone();
-        Ok(Step::Send(
-            entries
-                .into_iter()
-                .filter(|e| e.alert.group_key == key && e.next_attempt_ms <= now)
-                .take(self.policy.max_alerts_per_notice.max(1))
-                .collect(),
-        ))
+        let lookahead = self.pacer.lookahead();
+        let entries = blocking(move || outbox.pending(&name, lookahead)).await?;
+        let mode = if draining { Mode::Drain } else { Mode::Serve };
+        Ok(match self.pacer.due(wall_clock_ms(), &entries, mode) {
+            Due::Send(picked) => Step::Send(pick(entries, &picked).0),
+            Due::Wait(until) => Step::Wait(Some(until)),
+            Due::Idle if draining => Step::Done,
+            Due::Idle => Step::Wait(None),
+        })
     }
 
     /// Waits for a slot of the target's rate: across replicas while the shared state
-    /// answers, else (and without one) from this replica's own limiter.
-    async fn pace(&self) {
-        let Some(rate) = self.pacing.rate else {
+    /// answers, else (and without one) from the pacer's own bucket.
+    async fn pace(&mut self) {
+        let Some(rate) = self.pacer.rate() else {
             return;
         };
         if let Some(shared) = &self.shared_rate {
@@ -293,8 +275,10 @@ impl Worker {
                 tokio::time::sleep(wait).await;
             }
         }
-        if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
+        let at = self.pacer.slot(wall_clock_ms());
+        let wait = u64::try_from(at - wall_clock_ms()).unwrap_or(0);
+        if wait > 0 {
+            tokio::time::sleep(Duration::from_millis(wait)).await;
         }
     }
 

@@ -9,6 +9,7 @@ mod dispatch;
 pub mod email;
 pub mod http;
 mod notice;
+pub mod pacing;
 pub mod slack;
 pub mod template;
 

@@ -299,6 +299,22 @@ impl Pipeline {
         self.due_digests(i64::MAX)
     }
 
+    /// When the next budget digest falls due (the end of its rule's budget window), if
+    /// any rule has one pending.
+    pub fn next_digest_at(&self) -> Option<i64> {
+        let settings = self.settings.load();
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .budgets
+            .iter()
+            .filter(|(_, b)| b.sent > 0 || b.folded > 0)
+            .map(|(rule, b)| {
+                let window = millis(settings.policy(rule).budget_window);
+                b.window_start.saturating_add(window)
+            })
+            .min()
+    }
+
     /// The shared store's verdict for each alert (`NotAsked` for a silenced one, which
     /// never reaches dedup), or `None` when there is no shared store or it did not answer;
     /// and the keys it was asked, to record once the batch is stored.

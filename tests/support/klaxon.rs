@@ -16,6 +16,15 @@ pub fn config_from(toml: &str, dir: &Path) -> Config {
     config::load(Some(&path)).unwrap_or_else(|e| panic!("config: {e}"))
 }
 
+/// The lines every test config starts with: an ephemeral loopback port, and the scripts
+/// directory and outbox of `dir`.
+pub fn base_toml(dir: &Path) -> String {
+    let dir = dir.display();
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[scripts]\ndirs = [\"{dir}/scripts\"]\n[outbox]\npath = \"{dir}/data\"\n"
+    )
+}
+
 /// Writes each `(name, source)` as `dir/scripts/NAME.rhai`.
 pub fn scripts(dir: &Path, scripts: &[(&str, &str)]) {
     let scripts_dir = dir.join("scripts");

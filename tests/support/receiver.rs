@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,6 +24,8 @@ pub struct Recorded {
     pub headers: HeaderMap,
     /// The raw body.
     pub body: Bytes,
+    /// When it arrived (its body read whole).
+    pub at: Instant,
 }
 
 impl Recorded {
@@ -144,6 +147,7 @@ async fn record(State(inner): State<Arc<Inner>>, request: Request) -> Response {
         path,
         headers: parts.headers,
         body,
+        at: Instant::now(),
     });
     inner.arrived.notify_waiters();
     let status = StatusCode::from_u16(answer.status).unwrap();

@@ -46,6 +46,8 @@ const GRACE: f64 = 0.1;
 struct Inner {
     requests: Mutex<usize>,
     accepted: Mutex<Vec<Value>>,
+    /// When each accepted message arrived; pushed before the message.
+    accepted_at: Mutex<Vec<Instant>>,
     rejected: Mutex<Vec<String>>,
     rate_limited: Mutex<usize>,
     mode: Mutex<Mode>,
@@ -66,6 +68,7 @@ impl SlackStandIn {
         let inner = Arc::new(Inner {
             requests: Mutex::default(),
             accepted: Mutex::default(),
+            accepted_at: Mutex::default(),
             rejected: Mutex::default(),
             rate_limited: Mutex::default(),
             mode: Mutex::new(Mode::Up),
@@ -92,6 +95,11 @@ impl SlackStandIn {
     /// Messages accepted so far.
     pub fn messages(&self) -> Vec<Value> {
         self.inner.accepted.lock().unwrap().clone()
+    }
+
+    /// When each accepted message arrived, in the order of [`SlackStandIn::messages`].
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.inner.accepted_at.lock().unwrap().clone()
     }
 
     /// Reasons for messages refused so far (not counting rate limiting and outages).
@@ -168,6 +176,7 @@ fn answer(inner: &Inner, headers: &HeaderMap, body: &[u8]) -> Response {
     }
     match check(headers, body) {
         Ok(message) => {
+            inner.accepted_at.lock().unwrap().push(Instant::now());
             inner.accepted.lock().unwrap().push(message);
             (StatusCode::OK, "ok").into_response()
         }
