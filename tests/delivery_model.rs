@@ -17,8 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use klaxon::clock::parse_time_ms;
 use klaxon::config::Config;
-use klaxon::pipeline::{Replay, TimedNotice, parse_time_ms};
+use klaxon::pipeline::{Replay, TimedNotice};
 use klaxon::rules::Ruleset;
 use serde_json::{Value, json};
 use support::klaxon::{base_toml, config_from, scripts, start};
@@ -173,9 +174,9 @@ fn predict(config: &Config, stream: &Stream) -> Vec<TimedNotice> {
         Ruleset::load(&config.script_dirs, &config.limits, &config.cluster_name).unwrap();
     rules.set_settings(&config.script_settings);
     let mut replay = Replay::new(
-        config.pipeline.clone(),
-        Arc::new(config.targets.clone()),
-        config.delivery.max_alerts_per_notice,
+        config.serve.pipeline.clone(),
+        Arc::new(config.serve.targets.clone()),
+        config.serve.delivery.max_alerts_per_notice,
     );
     let mut notices = Vec::new();
     for (_, body) in bodies(stream) {
@@ -270,7 +271,7 @@ async fn parity(sink: Sink, delivery: &str, stream: &Stream, expected: Expected<
     assert_eq!(cli_schedule(dir.path(), stream), schedule);
 
     let received = serve(&config, stream, &sink, predicted.len()).await;
-    let target = &config.targets.by_name[sink.target()];
+    let target = &config.serve.targets.by_name[sink.target()];
     let first_arrival = received[0].0;
     for (i, (timed, (arrival, body))) in predicted.iter().zip(&received).enumerate() {
         let payload = klaxon::notify::payload(target, &timed.notice).unwrap();

@@ -309,7 +309,7 @@ impl Pipeline {
             .iter()
             .filter(|(_, b)| b.sent > 0 || b.folded > 0)
             .map(|(rule, b)| {
-                let window = millis(settings.policy(rule).budget_window);
+                let window = duration_ms(settings.policy(rule).budget_window);
                 b.window_start.saturating_add(window)
             })
             .min()
