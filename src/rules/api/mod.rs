@@ -5,7 +5,7 @@
 //!
 //! Each file declares its script functions in a Rhai plugin module (`#[export_module] mod
 //! functions`): the Rust doc comments and parameter names become the engine's metadata,
-//! which tests/scripting_doc.rs checks docs/SCRIPTING.md against. Functions taking the
+//! which tests/it/scripting_doc.rs checks docs/SCRIPTING.md against. Functions taking the
 //! event or a record by `&mut` are `pure` (`event` is a constant).
 //!
 //! Owns the registrations; calls `audit` (the event), `alert` (validation), `glob` and

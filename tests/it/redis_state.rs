@@ -3,7 +3,7 @@
 //! a duplicate on the other, and with Redis stopped both keep answering 200 and sending
 //! (duplicates allowed, counted) until it is back.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

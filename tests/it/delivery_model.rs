@@ -10,7 +10,7 @@
 //! `max_alerts_per_notice`, and a Slack target paced to Slack's 1 per second (burst 3)
 //! with alerts arriving while notices wait for their slot.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

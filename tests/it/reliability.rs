@@ -5,7 +5,7 @@
 //! injects a fault in the middle, and checks that every alert reaches the Slack stand-in
 //! and that no batch was dropped. The figures each prints are in docs/RELIABILITY.md.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! certificate (kubelet, Prometheus), while ingest stays behind the client certificate on
 //! the TLS listener and does not exist on the probe port.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

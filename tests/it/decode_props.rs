@@ -472,7 +472,7 @@ fn check_unit(
     }
     match classify(text) {
         Json::Valid => {}
-        // An item with an unpaired surrogate escape costs only itself (tests/decode.rs);
+        // An item with an unpaired surrogate escape costs only itself (tests/it/decode.rs);
         // invalid UTF-8 makes the text invalid JSON anyway. Only the generic checks apply.
         Json::Unrepresentable => return Ok(()),
         Json::Invalid => {

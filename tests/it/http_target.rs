@@ -3,7 +3,7 @@
 //! and how the receiver's answers and network failures become dispositions. The docs'
 //! example payload, field tables and example template are checked against the code.
 
-mod support;
+use crate::support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -17,7 +17,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 use support::receiver::{Answer, Receiver};
 
-const PAYLOAD_MD: &str = include_str!("../docs/PAYLOAD.md");
+const PAYLOAD_MD: &str = include_str!("../../docs/PAYLOAD.md");
 
 /// An alert with every optional field set, so every key of the payload is present.
 /// `AlertContext` is spelled out field by field: a new field must be added here (and to

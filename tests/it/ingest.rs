@@ -4,7 +4,7 @@
 //! including a broken edit; basic and bearer authentication without secrets in the logs;
 //! SIGTERM during traffic loses nothing accepted.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

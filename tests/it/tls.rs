@@ -4,7 +4,7 @@
 //!
 //! The tests run on Tokio's current-thread runtime; the shutdown test relies on it (see there).
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -4,7 +4,7 @@
 //! to `SendError` (5xx permanent; 4xx, refused connection, untrusted certificate, missing
 //! STARTTLS and timeouts retryable), without ever showing the password.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

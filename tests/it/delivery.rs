@@ -3,7 +3,7 @@
 //! every alert delivered once, in order; Retry-After is honoured; a removed webhook
 //! dead-letters and `klaxon outbox retry` delivers once it is back.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

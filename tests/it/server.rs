@@ -1,7 +1,7 @@
 //! End to end over loopback: the webhook server receives an apiserver-shaped EventList,
 //! runs the shipped scripts, and delivers to a local Slack stand-in; bad bodies get 4xx.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! scripts, SLACK_WEBHOOK_URL pointing at the local Slack stand-in, a batch POSTed over
 //! loopback, then SIGTERM: the notice reaches "Slack" and the process exits 0.
 
-mod support;
+use crate::support;
 
 use support::process::Daemon;
 use support::slack::SlackStandIn;

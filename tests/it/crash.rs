@@ -2,7 +2,7 @@
 //! gets 200, survive `kill -9`, and are delivered after a restart on the same data
 //! directory — each once (nothing was delivered before the kill, so nothing repeats).
 
-mod support;
+use crate::support;
 
 use serde_json::{Value, json};
 use support::process::Daemon;

@@ -198,7 +198,7 @@ fn every_registered_function_is_documented() {
         if f.getter {
             let Some(path) = record_path(f.receiver()) else {
                 panic!(
-                    "getter `{}` on type `{}` ({}) is new: teach tests/scripting_doc.rs \
+                    "getter `{}` on type `{}` ({}) is new: teach tests/it/scripting_doc.rs \
                      which `event` sub-record it belongs to, and document it",
                     f.name,
                     f.receiver(),

@@ -1,7 +1,7 @@
 //! Slack rendering stays within Block Kit limits for any alert, and the sender reports
 //! Slack's answers; checked against the local Slack stand-in.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

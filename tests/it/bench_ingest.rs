@@ -3,7 +3,7 @@
 //! shipped config and scripts on a free loopback port; and against a closed port, where
 //! every batch fails and the exit code says so.
 
-mod support;
+use crate::support;
 
 use assert_cmd::Command;
 use assert_cmd::cargo::cargo_bin_cmd;

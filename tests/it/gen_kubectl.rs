@@ -15,7 +15,7 @@
 //! kubectl is required: without it the test fails with an install hint ($KUBECTL names
 //! another binary).
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
