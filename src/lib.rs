@@ -8,7 +8,6 @@ pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
-pub mod loadgen;
 pub mod notify;
 pub mod outbox;
 pub mod pipeline;

@@ -1,6 +1,7 @@
-//! `klaxon bench-rules`: offline evaluation throughput of a script set on audit files (or
-//! the load generator's realistic mix), on one core, with a per-rule cost table, so a user
-//! sees which script is expensive before deploying it.
+//! `klaxon bench-rules`: offline evaluation throughput of a script set on audit files, on
+//! one core, with a per-rule cost table, so a user sees which script is expensive before
+//! deploying it. The load generator's realistic mix is a file written by `klaxon-bench mix`
+//! (crates/klaxon-bench), not part of the daemon.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -8,29 +9,22 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, bail};
+use anyhow::bail;
 
+use super::dry_run::read_input;
 use crate::audit::{self, Event};
 use crate::clock::parse_time_ms;
 use crate::config::Config;
-use crate::loadgen::Generator;
 use crate::rules::Ruleset;
 
 /// Arguments of `bench-rules`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Audit files to evaluate (EventList, Event, JSON array or JSON lines); without any,
-    /// the load generator's mix (85% controller reads, 15% writes from Falco's traces).
-    #[arg(value_name = "EVENTS")]
+    /// Audit files to evaluate (EventList, Event, JSON array or JSON lines); `-` reads
+    /// stdin. For the load generator's realistic mix (85% controller reads, 15% writes from
+    /// Falco's traces): `klaxon-bench mix --events 20000 > mix.jsonl`.
+    #[arg(value_name = "FILE")]
     files: Vec<PathBuf>,
-    /// Events of the built-in mix.
-    #[arg(
-        long,
-        default_value_t = 20_000,
-        value_name = "N",
-        conflicts_with = "files"
-    )]
-    events: usize,
     /// Evaluate the events over and over for at least this long.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -38,6 +32,12 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     top: usize,
 }
+
+/// The answer to `bench-rules` without files.
+const NO_FILES: &str = "bench-rules needs audit files to evaluate (`-` reads stdin); \
+    for the load generator's mix, write one with `klaxon-bench mix --events 20000 > mix.jsonl` \
+    (in the repository: `cargo run --release -p klaxon-bench -- mix …`) \
+    and run `klaxon bench-rules mix.jsonl`";
 
 /// One rule's totals over the run.
 #[derive(Clone, Default)]
@@ -55,6 +55,9 @@ struct Corpus {
 
 /// Runs the benchmark and prints its report.
 pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
+    if args.files.is_empty() {
+        bail!("{NO_FILES}");
+    }
     let rules = super::load_rules(config)?;
     let corpus = corpus(args)?;
     if corpus.events.is_empty() {
@@ -82,22 +85,16 @@ pub fn run(config: &Config, args: &Args) -> anyhow::Result<ExitCode> {
 }
 
 fn corpus(args: &Args) -> anyhow::Result<Corpus> {
-    let bodies = if args.files.is_empty() {
-        generated(args.events)
-    } else {
-        args.files
-            .iter()
-            .map(|f| std::fs::read(f).with_context(|| format!("cannot read {}", f.display())))
-            .collect::<anyhow::Result<_>>()?
-    };
+    let bodies: Vec<Vec<u8>> = args
+        .files
+        .iter()
+        .map(|f| read_input(f))
+        .collect::<anyhow::Result<_>>()?;
     let mut events = Vec::new();
-    for (i, body) in bodies.iter().enumerate() {
+    for (file, body) in args.files.iter().zip(&bodies) {
         let decoded = audit::decode(body);
         if let Some(err) = decoded.errors.first() {
-            let name = args
-                .files
-                .get(i)
-                .map_or_else(|| "built-in mix".to_owned(), |f| f.display().to_string());
+            let name = file.display();
             eprintln!("{name}: skipped {} malformed: {err}", decoded.errors.len());
         }
         events.extend(decoded.events.into_iter().map(|e| {
@@ -106,20 +103,6 @@ fn corpus(args: &Args) -> anyhow::Result<Corpus> {
         }));
     }
     Ok(Corpus { bodies, events })
-}
-
-/// The load generator's mix, in 400-event batches.
-fn generated(events: usize) -> Vec<Vec<u8>> {
-    let generator = Generator::new(1, 400);
-    let now = time::OffsetDateTime::now_utc();
-    let mut bodies: Vec<Vec<u8>> = (0..events / 400)
-        .map(|seq| generator.batch(seq as u64, now))
-        .collect();
-    let rest = events % 400;
-    if rest > 0 {
-        bodies.push(Generator::new(1, rest).batch(events as u64, now));
-    }
-    bodies
 }
 
 /// Nanoseconds per event to decode the bodies (best of three passes).

@@ -226,7 +226,8 @@ fn target_render<'a>(targets: &'a Targets, name: &str) -> anyhow::Result<&'a Tar
     }
 }
 
-fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
+/// The bytes of an audit file, or of stdin for `-`.
+pub(super) fn read_input(file: &Path) -> anyhow::Result<Vec<u8>> {
     if file == Path::new("-") {
         let mut buf = Vec::new();
         std::io::stdin()

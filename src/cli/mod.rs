@@ -1,10 +1,9 @@
 //! The command line: `serve`, `dry-run` and `check`, sharing `--config` and `--scripts`.
 //!
 //! Loads config and scripts, then hands over to `server` or evaluates directly with `rules`.
-//! Calls `loadgen`, `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit` and
+//! Calls `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit` and
 //! `clock`.
 
-mod bench_ingest;
 mod bench_rules;
 mod check;
 mod dry_run;
@@ -73,8 +72,6 @@ enum Command {
     /// Generate files for the cluster side.
     #[command(subcommand)]
     Gen(r#gen::Command),
-    /// Send audit batches to a klaxon (or any) endpoint and report throughput and latency.
-    BenchIngest(bench_ingest::Args),
     /// Measure how fast the scripts evaluate audit events offline, with a per-rule cost table.
     BenchRules(bench_rules::Args),
 }
@@ -127,7 +124,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(ref args) => test::run(&load_config()?, args),
         Command::Outbox(ref command) => outbox::run(&load_config()?, command),
         Command::Gen(ref command) => r#gen::run(&load_config()?, command),
-        Command::BenchIngest(ref args) => bench_ingest::run(args),
         Command::BenchRules(ref args) => bench_rules::run(&load_config()?, args),
     }
 }

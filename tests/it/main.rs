@@ -9,7 +9,6 @@ mod support;
 
 mod accessors;
 mod architecture;
-mod bench_ingest;
 mod bench_rules;
 mod cli;
 mod crash;

@@ -315,9 +315,10 @@ mod tests {
     use axum::http::StatusCode;
     use axum::routing::post;
 
+    use klaxon::audit::EventList;
+
     use super::*;
-    use crate::audit::EventList;
-    use crate::loadgen::ClientOptions;
+    use crate::loadgen::{ClientOptions, test_generator};
 
     /// What a scripted server saw: requests, events, and the statuses it answered.
     #[derive(Default)]
@@ -390,7 +391,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn closed_loop_counts_equal_the_servers() {
         let (target, seen) = start_scripted().await;
-        let generator = Arc::new(Generator::new(1, 100));
+        let generator = Arc::new(test_generator(1, 100));
         let load = Load::Closed {
             concurrency: 3,
             stop: Stop::Batches(40),
@@ -419,7 +420,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn open_loop_counts_equal_the_servers() {
         let (target, seen) = start_scripted().await;
-        let generator = Arc::new(Generator::new(2, 100));
+        let generator = Arc::new(test_generator(2, 100));
         let load = Load::Open {
             events_per_sec: 20_000.0,
             max_in_flight: 30,
@@ -442,7 +443,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn open_loop_counts_batches_past_the_in_flight_cap_as_missed() {
         let (target, seen) = start_scripted().await;
-        let generator = Arc::new(Generator::new(3, 10));
+        let generator = Arc::new(test_generator(3, 10));
         let load = Load::Open {
             events_per_sec: 1e9,
             max_in_flight: 2,
@@ -466,7 +467,7 @@ mod tests {
             concurrency: 1,
             stop: Stop::Batches(3),
         };
-        let report = run(&target, Arc::new(Generator::new(1, 5)), load)
+        let report = run(&target, Arc::new(test_generator(1, 5)), load)
             .await
             .unwrap();
         assert_eq!(report.batches, 3);
@@ -488,7 +489,7 @@ mod tests {
             "http://127.0.0.1:1/audit".parse().unwrap(),
         ))
         .unwrap();
-        let generator = Arc::new(Generator::new(1, 5));
+        let generator = Arc::new(test_generator(1, 5));
         for load in [
             Load::Closed {
                 concurrency: 0,
@@ -529,7 +530,7 @@ mod tests {
 
     #[test]
     fn generate_only_builds_the_asked_batches() {
-        let speed = generate_only(&Generator::new(1, 400), Stop::Batches(5));
+        let speed = generate_only(&test_generator(1, 400), Stop::Batches(5));
         assert_eq!((speed.batches, speed.events), (5, 2000));
         assert!(speed.bytes > 2000 * 700, "{}", speed.bytes);
         assert!(

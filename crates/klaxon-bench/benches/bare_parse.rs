@@ -4,11 +4,12 @@
 //! this is the cost of its scripts, dedup and durable outbox.
 //!
 //! - `cargo bench --bench bare_parse -- --serve 127.0.0.1:9100` serves until killed, on one
-//!   thread, for `klaxon bench-ingest --url http://127.0.0.1:9100/audit` (pin the two to
+//!   thread, for `klaxon-bench ingest --url http://127.0.0.1:9100/audit` (pin the two to
 //!   different cores with `taskset -c 0` / `taskset -c 1`).
 //! - `cargo bench --bench bare_parse` serves itself on a loopback port (one thread) and
-//!   drives it with the load generator for 3 s, closed loop, from another thread, then
-//!   prints the summary line.
+//!   drives it with the load generator (its writes from the repository's
+//!   tests/fixtures/falco) for 3 s, closed loop, from another thread, then prints the
+//!   summary line.
 //! - Without `--bench` (as `cargo test --benches` runs it) it sends a few batches only, as
 //!   a check that the bench works.
 //!
@@ -25,7 +26,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::routing::post;
 use klaxon::audit::EventList;
-use klaxon::loadgen::{self, ClientOptions, Generator, Load, Stop, Target};
+use klaxon_bench::loadgen::{
+    self, ClientOptions, Generator, Load, Stop, Target, Traces, default_traces_dir,
+};
 
 /// The self-contained measurement's length.
 const MEASURE: Duration = Duration::from_secs(3);
@@ -120,7 +123,8 @@ fn measure(stop: Stop) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
     });
     let target = Target::new(&ClientOptions::new(url.parse()?))?;
-    let generator = Arc::new(Generator::new(1, 400));
+    let traces = Traces::load(&default_traces_dir())?;
+    let generator = Arc::new(Generator::new(&traces, 1, 400)?);
     let load = Load::Closed {
         concurrency: CONCURRENCY,
         stop,

@@ -88,7 +88,7 @@ impl Target {
     /// Builds the client of `options`, reading its PEM files.
     pub fn new(options: &ClientOptions) -> Result<Self, LoadgenError> {
         let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("klaxon-bench-ingest/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("klaxon-bench/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(options.timeout)
             .default_headers(auth_headers(&options.auth)?);
@@ -197,10 +197,11 @@ mod tests {
     };
     use tempfile::TempDir;
 
+    use klaxon::rules::Ruleset;
+    use klaxon::server::Server;
+
     use super::*;
-    use crate::loadgen::{Generator, Load, Report, Stop, run};
-    use crate::rules::Ruleset;
-    use crate::server::Server;
+    use crate::loadgen::{Load, Report, Stop, run, test_generator};
 
     /// A CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files.
     struct Pki {
@@ -269,7 +270,7 @@ default_targets = ["console"]
 "#
         );
         std::fs::write(pki.path("klaxon.toml"), toml).unwrap();
-        let config = crate::config::load(Some(&pki.path("klaxon.toml"))).unwrap();
+        let config = klaxon::config::load(Some(&pki.path("klaxon.toml"))).unwrap();
         let rules = Ruleset::load(&config.script_dirs, &config.limits, "test").unwrap();
         let server = Server::bind(&config.serve, rules).await.unwrap();
         let url = format!("https://{}/audit", server.local_addr().unwrap());
@@ -294,7 +295,7 @@ default_targets = ["console"]
             concurrency: 1,
             stop: Stop::Batches(2),
         };
-        run(&target, Arc::new(Generator::new(1, 20)), load)
+        run(&target, Arc::new(test_generator(1, 20)), load)
             .await
             .unwrap()
     }

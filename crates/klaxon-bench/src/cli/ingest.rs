@@ -1,4 +1,4 @@
-//! `klaxon bench-ingest`: send audit batches to a klaxon (or any) endpoint and report
+//! `klaxon-bench ingest`: send audit batches to a klaxon (or any) endpoint and report
 //! throughput and latency. The work is `crate::loadgen`'s; this is its command line.
 
 use std::path::PathBuf;
@@ -9,11 +9,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 
-use crate::loadgen::{
-    self, Auth, ClientCert, ClientOptions, Generator, Load, Protocol, Report, Stop, Target,
-};
+use super::MixArgs;
+use crate::loadgen::{self, Auth, ClientCert, ClientOptions, Load, Protocol, Report, Stop, Target};
 
-/// Arguments of `bench-ingest`.
+/// Arguments of `ingest`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Where to POST the batches.
@@ -23,9 +22,8 @@ pub struct Args {
         value_name = "URL"
     )]
     url: reqwest::Url,
-    /// Events per batch (the apiserver's batch webhook backend sends up to 400).
-    #[arg(long, default_value_t = 400, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    batch_size: u32,
+    #[command(flatten)]
+    mix: MixArgs,
     /// Closed loop: this many senders, each sending its next batch once the previous was answered.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000), conflicts_with = "rate")]
     concurrency: u32,
@@ -43,10 +41,6 @@ pub struct Args {
     /// Send this many batches instead of running for a duration.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     batches: Option<u64>,
-    /// Seed of the event mix: the same seed sends the same events (auditIDs and
-    /// timestamps are always fresh).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Trust only this CA (PEM) for an https URL.
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -89,7 +83,7 @@ pub enum Format {
 }
 
 pub(super) fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    let generator = Generator::new(args.seed, args.batch_size as usize);
+    let generator = args.mix.generator(args.mix.batch_size as usize)?;
     if args.generate_only {
         let speed = loadgen::generate_only(&generator, stop(args));
         print(args.format, &speed, &serde_json::to_string(&speed)?);

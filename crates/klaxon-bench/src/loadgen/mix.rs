@@ -3,7 +3,7 @@
 //! About 85% of the events are Metadata-level reads (get, list, watch) by kubelets and
 //! controllers, built from a fixed table of actors and resources; about 15% are writes
 //! (create, update, patch, delete) with request and response bodies, taken from Falco's
-//! audit traces. Every template is serialised once, without its auditID and timestamps;
+//! audit traces (read from their directory by `traces`). Every template is serialised once, without its auditID and timestamps;
 //! a batch is the templates' bytes with a fresh auditID and timestamps spliced in front,
 //! so building a body costs little more than copying it.
 
@@ -12,8 +12,10 @@ use time::format_description::BorrowedFormatItem;
 use time::macros::format_description;
 use time::{Duration, OffsetDateTime, UtcOffset};
 
-use super::traces::FALCO_TRACES;
-use crate::audit::Event;
+use klaxon::audit::Event;
+
+use super::LoadgenError;
+use super::traces::Traces;
 
 /// The share of write events, in basis points: 1,500 of 10,000 (15%).
 const WRITE_SHARE_BP: u64 = 1_500;
@@ -65,25 +67,36 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// A generator of `batch_size`-event batches whose choice of events follows `seed`;
-    /// the auditID prefix is random, so no two runs share an auditID.
-    pub fn new(seed: u64, batch_size: usize) -> Self {
-        Self::with_run_id(seed, batch_size, rand::random())
+    /// A generator of `batch_size`-event batches, its writes taken from `traces`, whose
+    /// choice of events follows `seed`; the auditID prefix is random, so no two runs share
+    /// an auditID. Traces without any write event are an error (the mix would be reads only).
+    pub fn new(traces: &Traces, seed: u64, batch_size: usize) -> Result<Self, LoadgenError> {
+        Self::with_run_id(traces, seed, batch_size, rand::random())
     }
 
     /// Like [`Generator::new`], with the auditID prefix derived from `run_id`.
-    pub fn with_run_id(seed: u64, batch_size: usize, run_id: u64) -> Self {
+    pub fn with_run_id(
+        traces: &Traces,
+        seed: u64,
+        batch_size: usize,
+        run_id: u64,
+    ) -> Result<Self, LoadgenError> {
         let reads = read_templates();
-        let writes = write_templates();
+        let writes = write_templates(traces);
+        if writes.is_empty() {
+            return Err(LoadgenError::NoWrites {
+                dir: traces.dir().to_path_buf(),
+            });
+        }
         let capacity = body_capacity(&reads, &writes, batch_size);
-        Self {
+        Ok(Self {
             reads,
             writes,
             seed,
             batch_size,
             id_prefix: id_prefix(run_id),
             capacity,
-        }
+        })
     }
 
     /// Events per batch.
@@ -117,11 +130,12 @@ impl Generator {
     }
 
     /// A read about 85% of the time, else a write; uniform among the templates of its kind.
-    /// (There are always reads: they are built from constants.)
+    /// (There are always reads and writes: reads are built from constants, and
+    /// [`Generator::new`] refuses traces without writes.)
     fn pick(&self, draw: u64) -> &Template {
         let index = (draw & 0xFFFF_FFFF) as usize;
         let is_write = (draw >> 32) % 10_000 < WRITE_SHARE_BP;
-        if is_write && !self.writes.is_empty() {
+        if is_write {
             &self.writes[index % self.writes.len()]
         } else {
             &self.reads[index % self.reads.len()]
@@ -237,10 +251,9 @@ fn template(mut event: Map<String, Value>) -> Option<Template> {
 
 /// The write events of the Falco traces: every line that parses as a JSON object whose
 /// verb is a write. Lines that do not parse (the traces include a malformed one) are skipped.
-fn write_templates() -> Vec<Template> {
-    FALCO_TRACES
-        .iter()
-        .flat_map(|(_, text)| text.lines())
+fn write_templates(traces: &Traces) -> Vec<Template> {
+    traces
+        .lines()
         .filter_map(|line| serde_json::from_str::<Map<String, Value>>(line).ok())
         .filter(|event| {
             event
@@ -580,8 +593,10 @@ mod tests {
     use serde::Deserialize;
     use serde_json::value::RawValue;
 
+    use klaxon::audit;
+
     use super::*;
-    use crate::audit;
+    use crate::loadgen::{assert_names, test_generator, test_traces};
 
     const BATCH: usize = 400;
 
@@ -597,7 +612,7 @@ mod tests {
 
     #[test]
     fn audit_ids_are_unique_across_many_batches() {
-        let generator = Generator::new(7, BATCH);
+        let generator = test_generator(7, BATCH);
         let now = OffsetDateTime::now_utc();
         let mut ids = HashSet::new();
         for seq in 0..50 {
@@ -613,19 +628,27 @@ mod tests {
     #[test]
     fn two_runs_never_share_an_audit_id() {
         let now = OffsetDateTime::now_utc();
-        let first = audit::decode(&Generator::with_run_id(1, 10, 1).batch(0, now));
-        let second = audit::decode(&Generator::with_run_id(1, 10, 2).batch(0, now));
+        let first = audit::decode(
+            &Generator::with_run_id(test_traces(), 1, 10, 1)
+                .unwrap()
+                .batch(0, now),
+        );
+        let second = audit::decode(
+            &Generator::with_run_id(test_traces(), 1, 10, 2)
+                .unwrap()
+                .batch(0, now),
+        );
         let ids: HashSet<_> = first.events.iter().map(|e| &e.audit_id).collect();
         assert!(second.events.iter().all(|e| !ids.contains(&e.audit_id)));
     }
 
     #[test]
     fn bodies_decode_into_exactly_the_batch_with_fresh_timestamps() {
-        let generator = Generator::new(1, BATCH);
+        let generator = test_generator(1, BATCH);
         let before = OffsetDateTime::now_utc();
         for seq in 0..10 {
             let body = generator.batch(seq, OffsetDateTime::now_utc());
-            let typed: crate::audit::EventList = serde_json::from_slice(&body).unwrap();
+            let typed: audit::EventList = serde_json::from_slice(&body).unwrap();
             assert_eq!(typed.kind, "EventList");
             assert_eq!(typed.items.map(|i| i.len()), Some(BATCH));
             let decoded = audit::decode(&body);
@@ -652,7 +675,7 @@ mod tests {
 
     #[test]
     fn the_mix_is_about_85_percent_reads_of_about_900_bytes() {
-        let generator = Generator::new(3, BATCH);
+        let generator = test_generator(3, BATCH);
         let now = OffsetDateTime::now_utc();
         let (mut reads, mut writes, mut read_bytes) = (0usize, 0usize, 0usize);
         let mut writes_with_bodies = 0usize;
@@ -701,13 +724,12 @@ mod tests {
 
     #[test]
     fn writes_come_from_every_usable_falco_trace_and_skip_malformed_lines() {
-        let (reads, write_count) = Generator::new(1, 1).template_counts();
+        let (reads, write_count) = test_generator(1, 1).template_counts();
         assert_eq!(reads, ACTORS.len() * RESOURCES.len() * READS.len());
-        let writes = write_templates();
+        let writes = write_templates(test_traces());
         assert_eq!(writes.len(), write_count);
-        let lines = FALCO_TRACES
-            .iter()
-            .flat_map(|(_, text)| text.lines())
+        let lines = test_traces()
+            .lines()
             .filter(|l| !l.trim().is_empty())
             .count();
         assert!(writes.len() >= 40, "{}", writes.len());
@@ -721,6 +743,17 @@ mod tests {
     }
 
     #[test]
+    fn traces_without_a_write_event_are_refused() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let read = r#"{"verb":"get","stage":"ResponseComplete","requestURI":"/api/v1/pods"}"#;
+        std::fs::write(dir.path().join("reads.json"), format!("{read}\nnot json\n")).unwrap();
+        let traces = Traces::load(dir.path()).unwrap();
+        let err = Generator::new(&traces, 1, 10).unwrap_err();
+        assert!(matches!(err, LoadgenError::NoWrites { .. }), "{err}");
+        assert_names(&err, dir.path());
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_events() {
         let now = OffsetDateTime::now_utc();
         let summary = |generator: &Generator| -> Vec<(String, String)> {
@@ -730,14 +763,14 @@ mod tests {
                 .map(|e| (e.verb, e.request_uri))
                 .collect()
         };
-        let a = summary(&Generator::new(11, 100));
-        assert_eq!(a, summary(&Generator::new(11, 100)));
-        assert_ne!(a, summary(&Generator::new(12, 100)));
+        let a = summary(&test_generator(11, 100));
+        assert_eq!(a, summary(&test_generator(11, 100)));
+        assert_ne!(a, summary(&test_generator(12, 100)));
     }
 
     #[test]
     fn audit_ids_are_uuid_shaped() {
-        let generator = Generator::with_run_id(5, 3, 99);
+        let generator = Generator::with_run_id(test_traces(), 5, 3, 99).unwrap();
         let decoded = audit::decode(&generator.batch(0x1234, OffsetDateTime::now_utc()));
         let id = &decoded.events[1].audit_id;
         let groups: Vec<usize> = id.split('-').map(str::len).collect();
