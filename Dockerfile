@@ -30,10 +30,11 @@ FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 COPY . .
 # The registry and target caches survive between builds (BuildKit); the binary is copied
-# out of the cached target directory, which is not part of the image layer.
+# out of the cached target directory, which is not part of the image layer. Only the
+# daemon is built: the benchmark tooling (crates/klaxon-bench) stays out of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     --mount=type=cache,target=/src/target,sharing=locked \
-    cargo build --release --locked --bin klaxon \
+    cargo build --release --locked --package klaxon --bin klaxon \
     && install -D -m 0755 target/release/klaxon /out/usr/local/bin/klaxon
 # The image's config: the repository's, with the two settings a container needs. The
 # greps make the build fail if config/klaxon.toml changed so that the edits no longer apply.
