@@ -262,6 +262,47 @@ async fn an_io_fault_is_ridden_out_and_every_alert_is_delivered_without_a_restar
     server.shutdown().await;
 }
 
+/// A disk that fails in the middle of a commit, after its commit record reached the file
+/// (redb's second sync succeeds, what follows fails): the batch is answered 503, yet the
+/// file holds it. The apiserver's retry must be skipped, not raise its alerts again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_stored_by_a_commit_that_failed_part_way_is_not_raised_again_by_its_retry() {
+    let _serial = SERIAL.lock().await;
+    let slack = SlackStandIn::start().await;
+    slack.set_mode(Mode::Unavailable(usize::MAX));
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("created", RULE)]);
+    let data = dir.path().join("data");
+    let config = config_from(&toml(dir.path(), &data, &slack.url(), ""), dir.path());
+    let switch = FaultSwitch::new();
+    let outbox = Arc::new(Outbox::open_with_backend(&data, switch.backend()).unwrap());
+    let server = start_with_outbox(&config, outbox.clone()).await;
+
+    switch.fail_after_syncs(2);
+    let body = batch(&["s-1", "s-2"]);
+    let refused = post(&server, &body).await;
+    assert_unavailable(&refused, "a batch whose commit failed part-way");
+    switch.heal();
+    wait_ready(&server).await;
+    assert_eq!(
+        outbox.pending("slack", 10).unwrap().len(),
+        2,
+        "the failed commit reached the file"
+    );
+    let retried = post_until_stored(&server, &body).await;
+    assert_eq!(
+        (&retried.body["duplicates"], &retried.body["queued"]),
+        (&json!(2), &json!(0)),
+        "the retry is recognised as stored: {}",
+        retried.body
+    );
+    slack.set_mode(Mode::Up);
+    wait_delivered(&slack, &["created s-1", "created s-2"]).await;
+    assert_eq!(outbox.pending("slack", 10).unwrap().len(), 0);
+    assert_eq!(delivered(&slack).len(), 2);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_fails_once_the_outbox_stays_broken_past_unhealthy_after() {
     let _serial = SERIAL.lock().await;

@@ -376,6 +376,17 @@ impl Outbox {
         })
     }
 
+    /// Whether the batch stored at `at_ms` that processed `event` (auditID, stage) is in
+    /// the file: a commit that failed part-way (after its commit record reached the file)
+    /// may hold it all the same, and only a read tells.
+    pub fn was_stored(&self, at_ms: i64, event: (&str, &str)) -> Result<bool, OutboxError> {
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(SEEN).store()?;
+            Ok(table.get((at_ms, event.0, event.1)).store()?.is_some())
+        })
+    }
+
     /// Up to `limit` pending entries of `target`, oldest first.
     pub fn pending(&self, target: &str, limit: usize) -> Result<Vec<Entry>, OutboxError> {
         self.with_db(Access::Read, |db| {

@@ -9,7 +9,7 @@ use std::io;
 use std::ops::Bound;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use redb::backends::FileBackend;
 use redb::{BackendError, DatabaseError, StorageBackend};
@@ -19,7 +19,7 @@ const EIO: i32 = 5;
 
 /// Turns write faults on and off for every [`FaultyFile`] made from it.
 #[derive(Debug, Clone, Default)]
-pub struct FaultSwitch(Arc<AtomicBool>);
+pub struct FaultSwitch(Arc<AtomicBool>, Arc<AtomicI64>);
 
 impl FaultSwitch {
     /// A switch that is off.
@@ -30,6 +30,12 @@ impl FaultSwitch {
     /// From now on, writes, resizes and syncs fail with EIO.
     pub fn fail_writes(&self) {
         self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Writes keep working until `syncs` more syncs have succeeded; from then on, writes,
+    /// resizes and syncs fail with EIO (a disk that fails in the middle of a commit).
+    pub fn fail_after_syncs(&self, syncs: i64) {
+        self.1.store(syncs, Ordering::SeqCst);
     }
 
     /// From now on, the file works again.
@@ -92,7 +98,11 @@ impl StorageBackend for FaultyFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.switch.check()?;
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        if self.switch.1.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.switch.fail_writes();
+        }
+        Ok(())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{ApiError, AppState};
 use crate::audit::{self, DecodeError, Event};
 use crate::clock::wall_clock_ms;
-use crate::outbox::Processed;
+use crate::outbox::{OutboxError, Processed};
 use crate::rules::{Alert, Ruleset, Selection, Staged};
 use crate::state::Claim;
 use crate::telemetry;
@@ -69,6 +69,7 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
     let accepted = decoded.events.len();
     telemetry::events_received(accepted);
     let mut events = decoded.events;
+    settle_uncertain(state);
     let local: Vec<Option<u64>> = events
         .iter()
         .map(|e| state.seen.key(&e.audit_id, &e.stage))
@@ -113,6 +114,9 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
     let admission = match stored {
         Ok((admission, _)) => admission,
         Err(err) => {
+            if !matches!(err, OutboxError::Unavailable { .. }) {
+                remember_uncertain(state, &processed, now_ms, keys);
+            }
             release_claims(state, &claimed);
             tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
             return Err(ApiError::Unavailable(err.to_string()));
@@ -250,4 +254,57 @@ fn summarize(errors: &[DecodeError]) -> Option<String> {
         1 => format!("cannot decode body: {first}"),
         n => format!("cannot decode body: {first} (and {} more)", n - 1),
     })
+}
+
+/// Most uncertain batches remembered; past it the oldest is forgotten (its retry may then
+/// raise its alerts twice, never lose them).
+const MAX_UNCERTAIN: usize = 64;
+
+/// A batch whose outbox write failed with an I/O error (not a refusal of a broken outbox):
+/// a commit that fails part-way may have reached the file all the same.
+pub(super) struct Uncertain {
+    /// When it was stored (the key of its events in the outbox's seen table).
+    at_ms: i64,
+    /// One of its events (auditID, stage): the transaction is all or nothing.
+    probe: (String, String),
+    /// Its events' keys in the seen filter.
+    keys: Vec<u64>,
+}
+
+/// Remembers a batch whose write failed, to be settled by [`settle_uncertain`].
+fn remember_uncertain(state: &AppState, processed: &Processed<'_>, at_ms: i64, keys: Vec<u64>) {
+    let Some((audit_id, stage)) = processed.events.first() else {
+        return;
+    };
+    let mut uncertain = state.uncertain.lock().unwrap_or_else(|p| p.into_inner());
+    if uncertain.len() == MAX_UNCERTAIN {
+        uncertain.remove(0);
+    }
+    uncertain.push(Uncertain {
+        at_ms,
+        probe: ((*audit_id).to_owned(), (*stage).to_owned()),
+        keys,
+    });
+}
+
+/// Reads, for each uncertain batch, whether the outbox holds it: if so its events count as
+/// processed (the apiserver's retry is skipped: its alerts are stored already); if not it
+/// is forgotten. While the outbox cannot be read they stay uncertain.
+fn settle_uncertain(state: &AppState) {
+    let mut uncertain = state.uncertain.lock().unwrap_or_else(|p| p.into_inner());
+    uncertain.retain(|batch| {
+        let event = (batch.probe.0.as_str(), batch.probe.1.as_str());
+        match state.outbox.was_stored(batch.at_ms, event) {
+            Ok(true) => {
+                tracing::warn!(
+                    events = batch.keys.len(),
+                    "a batch whose write failed part-way was stored all the same; its retry is skipped"
+                );
+                state.seen.record(batch.keys.iter().copied());
+                false
+            }
+            Ok(false) => false,
+            Err(_) => true,
+        }
+    });
 }

@@ -68,6 +68,9 @@ struct AppState {
     shared: Option<Arc<RedisState>>,
     /// How long processed events are remembered (the shared claims' lifetime too).
     event_dedup_window: Duration,
+    /// Batches whose outbox write failed with an I/O error: the file may hold them all
+    /// the same; the next batch finds out, so that the apiserver's retry is skipped then.
+    uncertain: Mutex<Vec<batch::Uncertain>>,
 }
 
 /// Why the server could not start.
@@ -193,6 +196,7 @@ impl Server {
                 reload_status: Mutex::new(ReloadStatus::default()),
                 shared,
                 event_dedup_window: s.event_dedup_window,
+                uncertain: Mutex::new(Vec::new()),
             }),
             dispatcher,
             drain_timeout: settings.drain_timeout,
