@@ -208,9 +208,8 @@ fn assert_stored(reply: &Value) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_io_fault_is_ridden_out_and_every_alert_is_delivered_without_a_restart() {
-    let _serial = SERIAL.lock().await;
+/// A server whose outbox lies on a [`FaultSwitch`], with Slack down until the test says.
+async fn start_on_a_faulty_outbox() -> (SlackStandIn, TempDir, FaultSwitch, Arc<Outbox>, Running) {
     let slack = SlackStandIn::start().await;
     slack.set_mode(Mode::Unavailable(usize::MAX));
     let dir = TempDir::new().unwrap();
@@ -220,6 +219,13 @@ async fn an_io_fault_is_ridden_out_and_every_alert_is_delivered_without_a_restar
     let switch = FaultSwitch::new();
     let outbox = Arc::new(Outbox::open_with_backend(&data, switch.backend()).unwrap());
     let server = start_with_outbox(&config, outbox.clone()).await;
+    (slack, dir, switch, outbox, server)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_io_fault_is_ridden_out_and_every_alert_is_delivered_without_a_restart() {
+    let _serial = SERIAL.lock().await;
+    let (slack, _dir, switch, outbox, server) = start_on_a_faulty_outbox().await;
 
     // Two alerts stored while Slack is down: they wait in the outbox, retried.
     let first = post(&server, &batch(&["a-1", "a-2"])).await;
@@ -268,15 +274,7 @@ async fn an_io_fault_is_ridden_out_and_every_alert_is_delivered_without_a_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stored_by_a_commit_that_failed_part_way_is_not_raised_again_by_its_retry() {
     let _serial = SERIAL.lock().await;
-    let slack = SlackStandIn::start().await;
-    slack.set_mode(Mode::Unavailable(usize::MAX));
-    let dir = TempDir::new().unwrap();
-    scripts(dir.path(), &[("created", RULE)]);
-    let data = dir.path().join("data");
-    let config = config_from(&toml(dir.path(), &data, &slack.url(), ""), dir.path());
-    let switch = FaultSwitch::new();
-    let outbox = Arc::new(Outbox::open_with_backend(&data, switch.backend()).unwrap());
-    let server = start_with_outbox(&config, outbox.clone()).await;
+    let (slack, _dir, switch, outbox, server) = start_on_a_faulty_outbox().await;
 
     switch.fail_after_syncs(2);
     let body = batch(&["s-1", "s-2"]);
