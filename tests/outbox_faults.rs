@@ -76,7 +76,7 @@ fn batch(ids: &[&str]) -> String {
         .map(|id| {
             json!({
                 "auditID": id,
-                "stage": "ResponseComplete",
+                "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
                 "verb": "create",
                 "objectRef": {"resource": "configmaps", "namespace": "payments"},
                 "user": {"username": "alice"},

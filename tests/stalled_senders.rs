@@ -70,7 +70,7 @@ fn batch(prefix: &str, n: usize) -> String {
         .map(|i| {
             json!({
                 "auditID": format!("{prefix}-{i:04}"),
-                "stage": "ResponseComplete",
+                "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
                 "verb": "create",
                 "objectRef": {"resource": "configmaps", "namespace": "ns"},
             })

@@ -1,18 +1,27 @@
 //! Decoding of audit input by shape, not by version: an EventList, a single Event,
-//! a JSON array of events, or JSON lines (the apiserver's log backend format).
+//! a JSON array of events, or JSON lines (the apiserver's log backend format); gzip'd or
+//! not; and the cloud envelopes of `envelope.rs` around any of them.
 //!
-//! A bad line or item is reported with its position and a short reason; the rest
-//! of the input still decodes.
+//! Only audit events are taken (`recognize.rs`). A bad line or item is reported with its
+//! position and a short reason naming the field; the rest of the input still decodes.
 
 use std::fmt;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::envelope::{self, is_object, strip_position};
 use super::event::{Event, EventList};
+use super::recognize;
+
+/// How deep envelopes and gzip may nest (Firehose → gzip → subscription message → event is 3).
+const MAX_DEPTH: u8 = 6;
+
+/// Most bytes gzip'd parts of one input may inflate to, all together.
+const INFLATE_LIMIT: usize = 256 << 20;
 
 /// The events of one input and the problems found in it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Decoded {
     /// Events in input order.
     pub events: Vec<Event>,
@@ -20,6 +29,24 @@ pub struct Decoded {
     pub origins: Vec<Location>,
     /// One entry per line or item that could not be decoded.
     pub errors: Vec<DecodeError>,
+    /// Records an envelope marks as something else than audit events (other AKS log
+    /// categories, other EKS log streams, CloudWatch control messages), left out.
+    pub skipped: usize,
+    depth: u8,
+    inflate_left: usize,
+}
+
+impl Default for Decoded {
+    fn default() -> Self {
+        Self {
+            events: Vec::new(),
+            origins: Vec::new(),
+            errors: Vec::new(),
+            skipped: 0,
+            depth: 0,
+            inflate_left: INFLATE_LIMIT,
+        }
+    }
 }
 
 impl Decoded {
@@ -28,11 +55,49 @@ impl Decoded {
         self.origins.push(origin);
     }
 
-    fn push_items(&mut self, items: Vec<Event>, line: usize) {
-        let first = self.events.len();
-        self.events.extend(items);
-        self.origins
-            .extend((0..self.events.len() - first).map(|i| Location::item(line, i)));
+    /// Takes an event when it is an audit event, else records why not.
+    fn take(&mut self, event: Event, origin: Location) {
+        match recognize::check(&event) {
+            Ok(()) => self.push(event, origin),
+            Err(reason) => self.errors.push(DecodeError {
+                location: origin,
+                reason,
+            }),
+        }
+    }
+
+    /// Decodes an envelope's payload (`bytes`, perhaps gzip'd) like any input; its events
+    /// and errors are placed at `location`, errors prefixed with `field` (the envelope and
+    /// the field the payload is in) and, in a payload of many lines, the line.
+    pub(super) fn decode_payload(&mut self, bytes: &[u8], location: Location, field: &str) {
+        if self.depth >= MAX_DEPTH {
+            self.errors.push(DecodeError {
+                location,
+                reason: format!("{field}: envelopes nested more than {MAX_DEPTH} deep"),
+            });
+            return;
+        }
+        let mut inner = Decoded {
+            depth: self.depth + 1,
+            inflate_left: self.inflate_left,
+            ..Decoded::default()
+        };
+        decode_into(bytes, &mut inner);
+        self.inflate_left = inner.inflate_left;
+        self.skipped += inner.skipped;
+        for event in inner.events {
+            self.push(event, location);
+        }
+        for err in inner.errors {
+            let line = match err.location.line {
+                1 => String::new(),
+                l => format!(" line {l}"),
+            };
+            self.errors.push(DecodeError {
+                location,
+                reason: format!("{field}{line}: {}", err.reason),
+            });
+        }
     }
 }
 
@@ -92,9 +157,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn from_json(err: &serde_json::Error, line_offset: usize, item: Option<usize>) -> Self {
-        let full = err.to_string();
-        let suffix = format!(" at line {} column {}", err.line(), err.column());
-        let reason = full.strip_suffix(&suffix).unwrap_or(&full);
+        let reason = strip_position(err);
         let reason = if err.is_syntax() || err.is_eof() {
             format!("invalid JSON: {reason}")
         } else {
@@ -113,19 +176,55 @@ impl DecodeError {
 
 /// Decodes any supported audit input. Never fails as a whole: problems are listed in `errors`.
 pub fn decode(input: &[u8]) -> Decoded {
-    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     let mut out = Decoded::default();
+    decode_into(input, &mut out);
+    out
+}
+
+fn decode_into(input: &[u8], out: &mut Decoded) {
+    if input.starts_with(&GZIP_MAGIC) {
+        match inflate(input, &mut out.inflate_left) {
+            Ok(inflated) => out.decode_payload(&inflated, Location::line(1), "gzip"),
+            Err(reason) => out.errors.push(DecodeError {
+                location: Location::line(1),
+                reason,
+            }),
+        }
+        return;
+    }
+    let input = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
     if is_json_lines(input) {
         for (index, line) in input.split(|b| *b == b'\n').enumerate() {
             let line = line.trim_ascii();
             if !line.is_empty() {
-                decode_line(line, index + 1, &mut out);
+                decode_line(line, index + 1, out);
             }
         }
     } else {
-        decode_document(input, &mut out);
+        decode_document(input, out);
     }
-    out
+}
+
+/// The first bytes of every gzip member.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Inflates gzip (one member or several), charging `left`; an error past it.
+fn inflate(gz: &[u8], left: &mut usize) -> Result<Vec<u8>, String> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let limit = u64::try_from(*left).unwrap_or(u64::MAX).saturating_add(1);
+    flate2::read::MultiGzDecoder::new(gz)
+        .take(limit)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("gzip: {e}"))?;
+    if out.len() > *left {
+        return Err(format!(
+            "gzip: inflates past {} MiB, the most one input may inflate to",
+            INFLATE_LIMIT >> 20
+        ));
+    }
+    *left -= out.len();
+    Ok(out)
 }
 
 /// JSON lines: more than one non-empty line, the first not opening an array, and either
@@ -185,15 +284,60 @@ fn decode_line(line: &[u8], line_no: usize, out: &mut Decoded) {
     }
     match serde_json::from_slice::<Event>(line) {
         Ok(event) if event.kind == "EventList" => decode_document_at(line, line_no, out),
-        Ok(event) => out.push(event, Location::line(line_no)),
+        // An EventList line whose `kind` we never reached still decodes as a list.
+        Err(_) if looks_like_list(line) => decode_document_at(line, line_no, out),
+        parsed => decode_object(line, parsed, Location::line(line_no), out, |err| {
+            DecodeError::from_json(err, line_no, None)
+        }),
+    }
+}
+
+/// One object that is not an EventList: an audit event, an envelope, or an error naming
+/// what is missing or wrong (for JSON that is no Event, at the position serde_json gives).
+fn decode_object(
+    input: &[u8],
+    parsed: Result<Event, serde_json::Error>,
+    at: Location,
+    out: &mut Decoded,
+    json_error: impl FnOnce(&serde_json::Error) -> DecodeError,
+) {
+    match parsed {
+        Ok(event) if recognize::check(&event).is_ok() => out.push(event, at),
+        _ if envelope::open(input, at, out) => {}
+        Ok(event) => out.take(event, at),
         Err(err) => {
-            // An EventList line whose `kind` we never reached still decodes as a list.
-            if looks_like_list(line) {
-                decode_document_at(line, line_no, out);
+            let mut e = json_error(&err);
+            e.reason = if err.is_data() && !is_object(input) {
+                format!("not an audit event: {}, not an object", json_type(input))
             } else {
-                out.errors.push(DecodeError::from_json(&err, line_no, None));
-            }
+                with_field(input, e.reason, &err)
+            };
+            out.errors.push(e);
         }
+    }
+}
+
+/// What kind of JSON value `input` starts.
+fn json_type(input: &[u8]) -> &'static str {
+    match input.trim_ascii_start().first() {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        _ => "a number",
+    }
+}
+
+/// `reason` prefixed with the path of the field it is about (`user.groups[0]: …`), for
+/// errors in the data rather than in the JSON syntax.
+fn with_field(input: &[u8], reason: String, err: &serde_json::Error) -> String {
+    if !err.is_data() {
+        return reason;
+    }
+    let mut de = serde_json::Deserializer::from_slice(input);
+    match serde_path_to_error::deserialize::<_, Event>(&mut de) {
+        Err(e) if e.path().to_string() != "." => format!("{}: {reason}", e.path()),
+        _ => reason,
     }
 }
 
@@ -202,9 +346,19 @@ fn decode_document_at(input: &[u8], line_no: usize, out: &mut Decoded) {
     match serde_json::from_slice::<EventList>(input) {
         Ok(EventList {
             items: Some(items), ..
-        }) => out.push_items(items, line_no),
+        }) => {
+            for (i, event) in items.into_iter().enumerate() {
+                out.take(event, Location::item(line_no, i));
+            }
+        }
         Ok(list) if list.kind == "EventList" => {}
-        Ok(_) => decode_event(input, line_no, out),
+        Ok(_) => decode_object(
+            input,
+            serde_json::from_slice::<Event>(input),
+            Location::line(line_no),
+            out,
+            |err| DecodeError::from_json(err, line_no, None),
+        ),
         // A bad item (a wrong type, or a string serde_json refuses such as an unpaired
         // surrogate escape) costs only itself when the list itself is well formed.
         Err(err) => {
@@ -227,13 +381,6 @@ fn looks_like_list(input: &[u8]) -> bool {
             kind: Some("EventList")
         })
     )
-}
-
-fn decode_event(input: &[u8], line_no: usize, out: &mut Decoded) {
-    match serde_json::from_slice::<Event>(input) {
-        Ok(event) => out.push(event, Location::line(line_no)),
-        Err(err) => out.errors.push(DecodeError::from_json(&err, line_no, None)),
-    }
 }
 
 /// An EventList with a bad item: decode item by item so one bad item costs only itself.
@@ -264,20 +411,21 @@ fn decode_array(input: &[u8], line_no: usize, out: &mut Decoded) {
 /// Decodes the items of a list one by one; a bad item's line is its line in `input`.
 fn decode_items(input: &[u8], items: &[&RawValue], line_no: usize, out: &mut Decoded) {
     for (index, raw) in items.iter().enumerate() {
-        match serde_json::from_str::<Event>(raw.get()) {
-            Ok(event) => out.push(event, Location::item(line_no, index)),
-            Err(err) => {
-                let offset = (raw.get().as_ptr() as usize).saturating_sub(input.as_ptr() as usize);
+        let text = raw.get();
+        let parsed = serde_json::from_str::<Event>(text);
+        decode_object(
+            text.as_bytes(),
+            parsed,
+            Location::item(line_no, index),
+            out,
+            |err| {
+                let offset = (text.as_ptr() as usize).saturating_sub(input.as_ptr() as usize);
                 let before = input.get(..offset).unwrap_or_default();
                 let item_line = line_no + before.iter().filter(|b| **b == b'\n').count();
-                let mut e = DecodeError::from_json(&err, item_line, Some(index));
-                if err.line() > 1 {
-                    e.location.column = Some(err.column());
-                } else {
-                    e.location.column = None;
-                }
-                out.errors.push(e);
-            }
-        }
+                let mut e = DecodeError::from_json(err, item_line, Some(index));
+                e.location.column = Some(err.column()).filter(|_| err.line() > 1);
+                e
+            },
+        );
     }
 }

@@ -58,6 +58,7 @@ pub(super) enum Mode {
 struct Counts {
     events: usize,
     malformed: usize,
+    skipped: usize,
     errors: BTreeMap<String, usize>,
 }
 
@@ -87,6 +88,7 @@ pub(super) fn run(config: &Config, args: &Args, mode: Mode) -> anyhow::Result<Ex
             eprintln!("error: {}: {}", position(file, &err.location), err.reason);
         }
         counts.malformed += decoded.errors.len();
+        counts.skipped += decoded.skipped;
         counts.events += decoded.events.len();
         for (event, origin) in decoded.events.into_iter().zip(decoded.origins) {
             clock_ms = parse_time_ms(event.time()).unwrap_or(clock_ms);
@@ -267,8 +269,12 @@ fn count(n: usize, noun: &str) -> String {
 fn summary(rules: &Ruleset, counts: &Counts, report: &Report) -> String {
     let fired: u64 = report.rules.values().map(|t| t.fired).sum();
     let errors: usize = counts.errors.values().sum();
+    let skipped = match counts.skipped {
+        0 => String::new(),
+        n => format!(", {n} skipped (records of other logs)"),
+    };
     let mut out = format!(
-        "summary: {}, {}, {}, {}, {} malformed\n",
+        "summary: {}, {}, {}, {}, {} malformed{skipped}\n",
         count(counts.events, "event"),
         count(rules.rules().len(), "rule"),
         count(usize::try_from(fired).unwrap_or(usize::MAX), "alert"),

@@ -480,14 +480,37 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         &a.basic_password_env,
         &a.basic_password_file,
     );
+    let firehose_access_key = secret(
+        "firehose_access_key",
+        &a.firehose_access_key,
+        &a.firehose_access_key_env,
+        &a.firehose_access_key_file,
+    );
     let named = |v: &Option<String>, e: &Option<String>, f: &Option<PathBuf>| {
         v.is_some() || e.is_some() || f.is_some()
     };
-    if named(&a.bearer_token, &a.bearer_token_env, &a.bearer_token_file) && bearer_token.is_none() {
-        problem(
+    for (key, written, read) in [
+        (
             "server.auth.bearer_token",
-            "configured but empty (an unset environment variable or an empty file?)".to_owned(),
-        );
+            named(&a.bearer_token, &a.bearer_token_env, &a.bearer_token_file),
+            bearer_token.is_some(),
+        ),
+        (
+            "server.auth.firehose_access_key",
+            named(
+                &a.firehose_access_key,
+                &a.firehose_access_key_env,
+                &a.firehose_access_key_file,
+            ),
+            firehose_access_key.is_some(),
+        ),
+    ] {
+        if written && !read {
+            problem(
+                key,
+                "configured but empty (an unset environment variable or an empty file?)".to_owned(),
+            );
+        }
     }
     let basic = match (&a.basic_username, password) {
         (Some(user), Some(password)) => Some((user.clone(), password)),
@@ -543,6 +566,7 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
             bearer_token,
             basic,
             client_cert_subjects: a.client_cert_subjects.clone(),
+            firehose_access_key,
         },
         max_concurrent_batches: match s.max_concurrent_batches {
             0 => cores,

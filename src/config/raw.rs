@@ -131,6 +131,15 @@ pub struct RawAuth {
     pub basic_password_file: Option<PathBuf>,
     /// Client certificate subjects let in (`CN=kube-apiserver`).
     pub client_cert_subjects: Vec<String>,
+    /// Access key Amazon Data Firehose sends in `X-Amz-Firehose-Access-Key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firehose_access_key: Option<String>,
+    /// Environment variable holding the Firehose access key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firehose_access_key_env: Option<String>,
+    /// File holding the Firehose access key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firehose_access_key_file: Option<PathBuf>,
 }
 
 /// `[event_dedup]` as written: (auditID, stage) pairs already processed are skipped.

@@ -1,5 +1,6 @@
 //! Authentication of the apiserver: what its webhook kubeconfig can send — a bearer token,
-//! basic username and password, or a client certificate whose subject is allowed.
+//! basic username and password, or a client certificate whose subject is allowed — and of
+//! Amazon Data Firehose, which sends its access key in `X-Amz-Firehose-Access-Key`.
 //!
 //! Secrets are compared in constant time and never logged.
 
@@ -17,13 +18,29 @@ pub struct AuthSettings {
     /// Client certificate subjects let in (`CN=kube-apiserver` or the full RFC 4514
     /// subject); needs `[server.tls]` with client certificates.
     pub client_cert_subjects: Vec<String>,
+    /// `X-Amz-Firehose-Access-Key: KEY` (Amazon Data Firehose's HTTP endpoint delivery).
+    pub firehose_access_key: Option<Secret>,
 }
 
 impl AuthSettings {
     /// Whether any method is configured (else the webhook is open).
     pub fn is_enabled(&self) -> bool {
-        self.bearer_token.is_some() || self.basic.is_some() || !self.client_cert_subjects.is_empty()
+        self.bearer_token.is_some()
+            || self.basic.is_some()
+            || !self.client_cert_subjects.is_empty()
+            || self.firehose_access_key.is_some()
     }
+}
+
+/// What a request presents: its headers' credentials and its connection's client certificate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization` header.
+    pub authorization: Option<&'a [u8]>,
+    /// The `X-Amz-Firehose-Access-Key` header.
+    pub firehose_access_key: Option<&'a [u8]>,
+    /// The client certificate's subject and common name.
+    pub client_subject: Option<(&'a str, Option<&'a str>)>,
 }
 
 /// Equal in constant time (for equal lengths; the length itself may leak).
@@ -51,14 +68,22 @@ impl Refusal {
 }
 
 impl AuthSettings {
-    /// Checks a request's `Authorization` header and its connection's client certificate.
-    pub fn check(
-        &self,
-        authorization: Option<&[u8]>,
-        client_subject: Option<(&str, Option<&str>)>,
-    ) -> Result<(), Refusal> {
+    /// Checks a request's credentials.
+    pub fn check(&self, given: Credentials<'_>) -> Result<(), Refusal> {
+        let Credentials {
+            authorization,
+            firehose_access_key,
+            client_subject,
+        } = given;
         if !self.is_enabled() {
             return Ok(());
+        }
+        if let (Some(key), Some(expected)) = (firehose_access_key, &self.firehose_access_key) {
+            return if secret_eq(key, expected.expose().as_bytes()) {
+                Ok(())
+            } else {
+                Err(Refusal::Wrong)
+            };
         }
         if let Some((subject, cn)) = client_subject
             && self.client_cert_subjects.iter().any(|allowed| {
@@ -68,9 +93,9 @@ impl AuthSettings {
             return Ok(());
         }
         let Some(header) = authorization else {
-            return Err(match client_subject {
-                Some(_) => Refusal::Wrong,
-                None => Refusal::Missing,
+            return Err(match (client_subject, firehose_access_key) {
+                (None, None) => Refusal::Missing,
+                _ => Refusal::Wrong,
             });
         };
         if let (Some(token), Some(expected)) = (header.strip_prefix(b"Bearer "), &self.bearer_token)
@@ -129,6 +154,21 @@ mod tests {
             bearer_token: Some(Secret::new("t0ken")),
             basic: Some(("apiserver".to_owned(), Secret::new("pa:ss"))),
             client_cert_subjects: vec!["CN=kube-apiserver".to_owned()],
+            firehose_access_key: Some(Secret::new("fh-key")),
+        }
+    }
+
+    fn header(authorization: &[u8]) -> Credentials<'_> {
+        Credentials {
+            authorization: Some(authorization),
+            ..Credentials::default()
+        }
+    }
+
+    fn subject<'a>(subject: &'a str, cn: &'a str) -> Credentials<'a> {
+        Credentials {
+            client_subject: Some((subject, Some(cn))),
+            ..Credentials::default()
         }
     }
 
@@ -141,30 +181,49 @@ mod tests {
     #[test]
     fn each_method_lets_in_and_wrong_or_missing_credentials_do_not() {
         let s = settings();
-        assert_eq!(s.check(Some(b"Bearer t0ken"), None), Ok(()));
-        assert_eq!(s.check(Some(&basic("apiserver", "pa:ss")), None), Ok(()));
+        assert_eq!(s.check(header(b"Bearer t0ken")), Ok(()));
+        assert_eq!(s.check(header(&basic("apiserver", "pa:ss"))), Ok(()));
         assert_eq!(
-            s.check(
-                None,
-                Some(("CN=kube-apiserver,O=x", Some("kube-apiserver")))
-            ),
+            s.check(subject("CN=kube-apiserver,O=x", "kube-apiserver")),
             Ok(())
         );
-        assert_eq!(s.check(Some(b"Bearer t0ke"), None), Err(Refusal::Wrong));
+        assert_eq!(s.check(header(b"Bearer t0ke")), Err(Refusal::Wrong));
         assert_eq!(
-            s.check(Some(&basic("apiserver", "pa:s")), None),
+            s.check(header(&basic("apiserver", "pa:s"))),
             Err(Refusal::Wrong)
         );
         assert_eq!(
-            s.check(Some(&basic("other", "pa:ss")), None),
+            s.check(header(&basic("other", "pa:ss"))),
             Err(Refusal::Wrong)
         );
-        assert_eq!(s.check(Some(b"Basic !!!"), None), Err(Refusal::Wrong));
-        assert_eq!(s.check(None, None), Err(Refusal::Missing));
+        assert_eq!(s.check(header(b"Basic !!!")), Err(Refusal::Wrong));
+        assert_eq!(s.check(Credentials::default()), Err(Refusal::Missing));
         assert_eq!(
-            s.check(None, Some(("CN=mallory", Some("mallory")))),
+            s.check(subject("CN=mallory", "mallory")),
             Err(Refusal::Wrong)
         );
-        assert_eq!(AuthSettings::default().check(None, None), Ok(()));
+        assert_eq!(
+            AuthSettings::default().check(Credentials::default()),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_firehose_access_key_lets_in_only_when_it_matches() {
+        let s = settings();
+        let firehose = |key: &'static [u8]| Credentials {
+            firehose_access_key: Some(key),
+            ..Credentials::default()
+        };
+        assert_eq!(s.check(firehose(b"fh-key")), Ok(()));
+        assert_eq!(s.check(firehose(b"fh-kez")), Err(Refusal::Wrong));
+        // The bearer token is not a Firehose key, nor the other way round.
+        assert_eq!(s.check(firehose(b"t0ken")), Err(Refusal::Wrong));
+        assert_eq!(s.check(header(b"Bearer fh-key")), Err(Refusal::Wrong));
+        let unset = AuthSettings {
+            firehose_access_key: None,
+            ..settings()
+        };
+        assert_eq!(unset.check(firehose(b"fh-key")), Err(Refusal::Wrong));
     }
 }

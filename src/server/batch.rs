@@ -26,9 +26,13 @@ pub struct BatchReply {
     pub alerts: usize,
     /// Deliveries stored in the outbox (alerts × targets, after dedup, silences, budgets).
     pub queued: usize,
-    /// Items that could not be decoded, with their position and reason.
+    /// Items that could not be decoded or are not audit events, with their position and reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rejected: Vec<String>,
+    /// Records an envelope marks as other logs (AKS categories, EKS log streams, CloudWatch
+    /// control messages, GKE entries of other services), left out.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub skipped: usize,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -131,6 +135,7 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
         alerts: alert_count,
         queued: admission.deliveries.len(),
         rejected: decoded.errors.iter().map(ToString::to_string).collect(),
+        skipped: decoded.skipped,
     })
 }
 

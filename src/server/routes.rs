@@ -4,9 +4,11 @@
 //! `max_concurrent_batches + max_queued_batches`), so a slow sender holds no batch slot;
 //! `Retry-After` on every 429 and 503. The probe router serves `/healthz` (alive unless the
 //! outbox has been broken too long), `/readyz` (scripts loaded, outbox answering) and
-//! `/metrics` alone.
+//! `/metrics` alone. A delivery from Amazon Data Firehose (it names itself in
+//! `X-Amz-Firehose-Request-Id`) is answered in the form Firehose expects.
 //!
-//! Calls `server::batch` for the work, `server::reload`, `outbox` (health) and `telemetry`.
+//! Calls `server::batch` for the work, `server::reload`, `outbox` (health), `clock` and
+//! `telemetry`.
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
@@ -27,9 +29,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::auth::Credentials;
 use super::error::with_retry_after;
 use super::listen::Peer;
 use super::{ApiError, AppState, BatchReply, batch, reload};
+use crate::clock::wall_clock_ms;
 use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
@@ -41,6 +45,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .route("/audit", post(ingest))
         .route("/-/reload", post(reload_now))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn(firehose_reply))
         .with_state(state.clone());
     probes(state.clone())
         .merge(protected)
@@ -296,11 +301,18 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
             .as_deref()
             .map(|s| (s, p.client_cn.as_deref()))
     });
-    let authorization = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(HeaderValue::as_bytes);
-    match state.auth.check(authorization, subject) {
+    let given = Credentials {
+        authorization: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(HeaderValue::as_bytes),
+        firehose_access_key: req
+            .headers()
+            .get(FIREHOSE_ACCESS_KEY)
+            .map(HeaderValue::as_bytes),
+        client_subject: subject,
+    };
+    match state.auth.check(given) {
         Ok(()) => next.run(req).await,
         Err(refusal) => {
             let source = client_addr(&req).map_or("unknown".to_owned(), |a| a.to_string());
@@ -321,6 +333,47 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
             response
         }
     }
+}
+
+/// The header Amazon Data Firehose names each delivery with (the same on its retries).
+const FIREHOSE_REQUEST_ID: &str = "x-amz-firehose-request-id";
+
+/// The header Amazon Data Firehose sends its configured access key in.
+const FIREHOSE_ACCESS_KEY: &str = "x-amz-firehose-access-key";
+
+/// Most bytes of an error answer read back to become Firehose's `errorMessage`.
+const ERROR_BODY_LIMIT: usize = 64 << 10;
+
+/// Answers Amazon Data Firehose as its HTTP endpoint delivery expects: the same status,
+/// and the body `{"requestId","timestamp"}` with the delivery's request id, plus
+/// `errorMessage` when it is not a success (Firehose retries those, then backs the data up).
+async fn firehose_reply(req: Request, next: Next) -> Response {
+    let Some(request_id) = req
+        .headers()
+        .get(FIREHOSE_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return next.run(req).await;
+    };
+    let (mut parts, body) = next.run(req).await.into_parts();
+    let mut reply = json!({ "requestId": request_id, "timestamp": wall_clock_ms() });
+    if !parts.status.is_success() {
+        let bytes = axum::body::to_bytes(body, ERROR_BODY_LIMIT)
+            .await
+            .unwrap_or_default();
+        let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        reply["errorMessage"] = json!(message);
+    }
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, Body::from(reply.to_string()))
 }
 
 /// Alive unless the outbox has been broken (I/O errors, not reopenable) for longer than

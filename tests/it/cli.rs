@@ -76,9 +76,9 @@ type = "console"
 
 /// Two minimal `create` events, as JSON lines.
 const TWO_EVENTS: &str = concat!(
-    r#"{"auditID":"id-1","verb":"create","stage":"ResponseComplete","stageTimestamp":"2026-11-20T10:00:00Z"}"#,
+    r#"{"auditID":"id-1","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api","stageTimestamp":"2026-11-20T10:00:00Z"}"#,
     "\n",
-    r#"{"auditID":"id-2","verb":"create","stage":"ResponseComplete","stageTimestamp":"2026-11-20T10:00:01Z"}"#,
+    r#"{"auditID":"id-2","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api","stageTimestamp":"2026-11-20T10:00:01Z"}"#,
     "\n",
 );
 

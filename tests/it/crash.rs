@@ -14,7 +14,7 @@ fn batch(n: usize) -> String {
         .map(|i| {
             json!({
                 "auditID": format!("crash-{i:03}"),
-                "stage": "ResponseComplete",
+                "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
                 "verb": "create",
                 "objectRef": {"resource": "secrets", "namespace": format!("ns{i}")},
                 "user": {"username": "mallory"},
@@ -136,7 +136,7 @@ async fn a_retry_of_a_batch_stored_before_kill_dash_nine_raises_nothing_after_re
         .post(format!("http://{}/audit", second.addr))
         .body(
             json!({"kind": "EventList", "items": [{
-                "auditID": "crash-new", "stage": "ResponseComplete", "verb": "create",
+                "auditID": "crash-new", "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api", "verb": "create",
                 "objectRef": {"resource": "secrets", "namespace": "ns"},
             }]})
             .to_string(),

@@ -463,7 +463,9 @@ fn unknown_fields_are_tolerated() {
 
 #[test]
 fn event_time_prefers_stage_then_received_then_v1beta1_timestamp() {
-    let time_of = |event: Value| -> String {
+    let time_of = |mut event: Value| -> String {
+        event["kind"] = json!("Event");
+        event["apiVersion"] = json!("audit.k8s.io/v1");
         let decoded = decode(event.to_string().as_bytes());
         assert_no_errors(&decoded);
         assert_eq!(decoded.events.len(), 1);
@@ -585,8 +587,7 @@ fn json_that_is_not_an_object_is_refused_without_internal_names() {
 
 #[test]
 fn an_event_list_with_one_item_per_line_is_one_document() {
-    let input =
-        "{\"kind\":\"EventList\",\"items\":[\n{\"auditID\":\"a\"},\n{\"auditID\":\"b\"}\n]}\n";
+    let input = "{\"kind\":\"EventList\",\"items\":[\n{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"auditID\":\"a\"},\n{\"kind\":\"Event\",\"apiVersion\":\"audit.k8s.io/v1\",\"auditID\":\"b\"}\n]}\n";
     let decoded = decode(input.as_bytes());
     assert_no_errors(&decoded);
     assert_eq!(audit_ids(&decoded), ["a", "b"]);
@@ -594,8 +595,7 @@ fn an_event_list_with_one_item_per_line_is_one_document() {
 
 #[test]
 fn an_item_with_an_unpaired_surrogate_costs_only_itself() {
-    let input =
-        r#"{"kind":"EventList","items":[{"auditID":"a"},{"auditID":"\ud800"},{"auditID":"c"}]}"#;
+    let input = r#"{"kind":"EventList","items":[{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"a"},{"auditID":"\ud800"},{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"c"}]}"#;
     let decoded = decode(input.as_bytes());
     assert_eq!(audit_ids(&decoded), ["a", "c"]);
     assert_eq!(decoded.errors.len(), 1);

@@ -88,10 +88,20 @@ fn json_value() -> impl Strategy<Value = Value> {
     })
 }
 
-/// An EventList item (no kind/apiVersion) with arbitrary strings in the fields scripts read.
+/// Any string but the empty one (the fields every audit event has are never empty).
+fn present(text: String) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text
+    }
+}
+
+/// An EventList item (no kind/apiVersion) with arbitrary strings in the fields scripts read;
+/// the five fields every audit event has are present.
 fn event() -> impl Strategy<Value = Event> {
     (
-        (text(), text(), text(), text(), text()),
+        (text(), text(), text(), text(), text(), text()),
         proptest::option::of((text(), text(), text())),
         vec(text(), 0..3),
         vec(text(), 0..3),
@@ -100,12 +110,20 @@ fn event() -> impl Strategy<Value = Event> {
         proptest::option::of(json_value().prop_filter("not null", |v| !v.is_null())),
     )
         .prop_map(
-            |((audit_id, verb, stage, username, level), object_ref, ips, groups, notes, body)| {
+            |(
+                (audit_id, verb, stage, username, level, uri),
+                object_ref,
+                ips,
+                groups,
+                notes,
+                body,
+            )| {
                 let mut e = Event {
-                    audit_id,
-                    verb,
-                    stage,
-                    level,
+                    audit_id: present(audit_id),
+                    verb: present(verb),
+                    stage: present(stage),
+                    level: present(level),
+                    request_uri: present(uri),
                     source_ips: ips,
                     annotations: notes,
                     request_object: body.map(|v| serde_json::value::to_raw_value(&v).unwrap()),
@@ -906,8 +924,8 @@ fn serde_json_limits_recursion_when_building_values_only() {
     }
 }
 
-/// A top-level array bomb is a JSON array whose single item is not an event: one error
-/// for item 0, no event.
+/// A top-level array bomb is a JSON array whose single item is not an event (an array, not
+/// an object): one error for item 0, no event.
 #[test]
 fn array_bomb_is_one_item_error() {
     for depth in [10_000, 1_000_000] {
@@ -917,21 +935,28 @@ fn array_bomb_is_one_item_error() {
         assert_eq!(d.errors[0].location, Location::item(1, 0));
         assert_eq!(
             d.errors[0].reason,
-            "invalid type: sequence, expected a string"
+            "not an audit event: an array, not an object"
         );
     }
 }
 
 /// A top-level object bomb is an object whose only key is unknown: the decoder (tolerant
-/// of unknown fields, never recursing into them) gives one empty event and no error.
+/// of unknown fields, never recursing into them) finds no audit event in it and says
+/// which fields are missing.
 #[test]
-fn object_bomb_is_an_empty_event() {
+fn object_bomb_is_not_an_audit_event() {
     for depth in [10_000, 1_000_000] {
         let d = decode(object_bomb(depth).as_bytes());
-        assert!(d.errors.is_empty(), "{:?}", d.errors);
-        assert_eq!(d.events.len(), 1);
-        assert_eq!(d.origins, [Location::line(1)]);
-        assert_eq!(value_of(&d.events[0]), value_of(&Event::default()));
+        assert!(d.events.is_empty(), "{:?}", d.events);
+        assert_eq!(d.errors.len(), 1);
+        assert_eq!(d.errors[0].location, Location::line(1));
+        assert!(
+            d.errors[0]
+                .reason
+                .ends_with("missing auditID, stage, verb, requestURI, level"),
+            "{}",
+            d.errors[0].reason
+        );
     }
 }
 
@@ -944,8 +969,9 @@ fn bomb_in_request_object_decodes_and_reads_as_absent() {
         object_bomb(10_000),
         array_bomb(1_000_000),
     ] {
-        let input =
-            format!(r#"{{"auditID":"deep","requestObject":{bomb},"responseObject":{bomb}}}"#);
+        let input = format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"deep","requestObject":{bomb},"responseObject":{bomb}}}"#
+        );
         let d = decode(input.as_bytes());
         assert!(d.errors.is_empty(), "{:?}", d.errors);
         assert_eq!(d.events.len(), 1);
@@ -964,9 +990,18 @@ fn bomb_in_request_object_decodes_and_reads_as_absent() {
 fn bomb_in_typed_fields_is_a_type_error() {
     let bomb = object_bomb(10_000);
     for (field, reason) in [
-        ("annotations", "invalid type: map, expected a string"),
-        ("user", "invalid type: map, expected a string"),
-        ("sourceIPs", "invalid type: map, expected a string"),
+        (
+            "annotations",
+            "annotations.k: invalid type: map, expected a string",
+        ),
+        (
+            "user",
+            "user.username: invalid type: map, expected a string",
+        ),
+        (
+            "sourceIPs",
+            "sourceIPs[0]: invalid type: map, expected a string",
+        ),
     ] {
         let value = match field {
             // user.username, sourceIPs[0]: a bomb where a string is expected.
@@ -986,33 +1021,29 @@ fn bomb_in_typed_fields_is_a_type_error() {
 #[test]
 fn bombs_cost_only_their_item_or_line() {
     let (arr, obj) = (array_bomb(10_000), object_bomb(10_000));
-    let list = format!(
-        r#"{{"kind":"EventList","items":[{{"auditID":"a"}},{arr},{obj},{{"auditID":"b"}}]}}"#
-    );
+    let item =
+        |id: &str| format!(r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"{id}"}}"#);
+    let (a, b) = (item("a"), item("b"));
+    let list = format!(r#"{{"kind":"EventList","items":[{a},{arr},{obj},{b}]}}"#);
     let d = decode(list.as_bytes());
     let ids: Vec<&str> = d.events.iter().map(|e| e.audit_id.as_str()).collect();
-    assert_eq!(ids, ["a", "", "b"]);
-    assert_eq!(
-        d.origins,
-        [
-            Location::item(1, 0),
-            Location::item(1, 2),
-            Location::item(1, 3)
-        ]
-    );
-    assert_eq!(d.errors.len(), 1);
-    assert_eq!(d.errors[0].location.item, Some(1));
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(d.origins, [Location::item(1, 0), Location::item(1, 3)]);
+    let items: Vec<Option<usize>> = d.errors.iter().map(|e| e.location.item).collect();
+    assert_eq!(items, [Some(1), Some(2)], "{:?}", d.errors);
 
-    let lines = format!("{{\"auditID\":\"a\"}}\n{arr}\n{obj}\n{{\"auditID\":\"b\"}}\n");
+    let lines = format!("{a}\n{arr}\n{obj}\n{b}\n");
     let d = decode(lines.as_bytes());
     let ids: Vec<&str> = d.events.iter().map(|e| e.audit_id.as_str()).collect();
-    assert_eq!(ids, ["a", "", "b"]);
+    assert_eq!(ids, ["a", "b"]);
+    assert_eq!(d.origins, [Location::line(1), Location::line(4)]);
+    let at: Vec<Location> = d.errors.iter().map(|e| e.location).collect();
     assert_eq!(
-        d.origins,
-        [Location::line(1), Location::line(3), Location::line(4)]
+        at,
+        [Location::item(2, 0), Location::line(3)],
+        "{:?}",
+        d.errors
     );
-    assert_eq!(d.errors.len(), 1);
-    assert_eq!(d.errors[0].location, Location::item(2, 0));
 }
 
 proptest! {
@@ -1022,15 +1053,10 @@ proptest! {
     #[test]
     fn mixed_bombs_give_the_documented_outcome(levels in vec(any::<bool>(), 1..20_000)) {
         let d = check_accounting(nested(&levels).as_bytes(), &Known::default())?;
-        if levels[0] {
-            // An object with one unknown key: one empty event.
-            prop_assert!(d.errors.is_empty());
-            prop_assert_eq!(d.events.len(), 1);
-        } else {
-            // An array of one item: an event if the item is an object, else an error.
-            prop_assert_eq!(d.events.len() + d.errors.len(), 1);
-            prop_assert_eq!(d.events.len(), usize::from(levels.get(1) == Some(&true)));
-        }
+        // An object with one unknown key, or an array of one item (an object with one
+        // unknown key, or an array): never an audit event, always one error.
+        prop_assert!(d.events.is_empty());
+        prop_assert_eq!(d.errors.len(), 1);
     }
 }
 
@@ -1041,7 +1067,9 @@ proptest! {
     #[test]
     fn mixed_bombs_in_request_object_decode(levels in vec(any::<bool>(), 1..20_000)) {
         let bomb = nested(&levels);
-        let input = format!(r#"{{"auditID":"deep","requestObject":{bomb}}}"#);
+        let input = format!(
+            r#"{{"kind":"Event","apiVersion":"audit.k8s.io/v1","auditID":"deep","requestObject":{bomb}}}"#
+        );
         let d = decode(input.as_bytes());
         prop_assert!(d.errors.is_empty(), "{:?}", d.errors);
         prop_assert_eq!(d.events.len(), 1);

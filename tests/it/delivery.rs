@@ -47,7 +47,7 @@ fn events(n: usize, namespaces: &[&str]) -> String {
         .map(|i| {
             json!({
                 "auditID": format!("e-{i:04}"),
-                "stage": "ResponseComplete",
+                "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
                 "verb": "create",
                 "objectRef": {"resource": "configmaps", "namespace": namespaces[i % namespaces.len()]},
                 "user": {"username": "alice"},

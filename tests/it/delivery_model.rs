@@ -149,7 +149,7 @@ fn bodies(stream: &Stream) -> Vec<(u64, String)> {
                     n += 1;
                     json!({
                         "auditID": format!("e-{:03}", n - 1),
-                        "stage": "ResponseComplete",
+                        "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
                         "verb": "create",
                         "objectRef": {"resource": "configmaps", "namespace": ns},
                         "user": {"username": "alice"},

@@ -1080,7 +1080,7 @@ fn a_disabled_rule_is_switched_on_from_the_config() {
     let dir = manifest_path("examples/rules/falco");
     let mut pack = Ruleset::load(&[dir], &ScriptLimits::default(), "test").unwrap();
     let event = || {
-        let line = r#"{"auditID":"s","stage":"ResponseComplete","verb":"get","objectRef":{"resource":"pods"}}"#;
+        let line = r#"{"auditID":"s","stage":"ResponseComplete","level":"Metadata","requestURI":"/api","verb":"get","objectRef":{"resource":"pods"}}"#;
         std::sync::Arc::new(klaxon::audit::decode(line.as_bytes()).events.remove(0))
     };
     let fired = |pack: &Ruleset| {

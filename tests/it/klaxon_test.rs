@@ -57,7 +57,7 @@ fn a_failing_case_exits_non_zero_and_shows_expected_and_actual() {
         r#"
 [[case]]
 name = "passes"
-event = '{"auditID":"a","verb":"create","stage":"ResponseComplete"}'
+event = '{"auditID":"a","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api"}'
 [[case.expect]]
 rule = "created"
 title = "created a"
@@ -65,7 +65,7 @@ severity = "warning"
 
 [[case]]
 name = "wrong severity"
-event = '{"auditID":"b","verb":"create","stage":"ResponseComplete"}'
+event = '{"auditID":"b","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api"}'
 [[case.expect]]
 rule = "created"
 severity = "critical"
@@ -89,8 +89,8 @@ fn only_and_pipeline_expectations_are_checked() {
 [[case]]
 name = "the same event twice is one incident"
 event = '''
-{"auditID":"a","verb":"create","stage":"ResponseComplete","stageTimestamp":"2026-11-20T10:00:00Z"}
-{"auditID":"a","verb":"create","stage":"ResponseComplete","stageTimestamp":"2026-11-20T10:01:00Z"}
+{"auditID":"a","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api","stageTimestamp":"2026-11-20T10:00:00Z"}
+{"auditID":"a","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api","stageTimestamp":"2026-11-20T10:01:00Z"}
 '''
 only = true
 [[case.expect]]

@@ -19,6 +19,7 @@ mod delivery_model;
 mod deploy_manifests;
 mod docs;
 mod email;
+mod envelopes;
 mod falco_parity;
 mod r#gen;
 mod gen_kubectl;

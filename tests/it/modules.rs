@@ -40,7 +40,7 @@ fn scripts_share_a_module_from_lib() {
     // lib/ holds modules, not rules.
     let names: Vec<&str> = rules.rules().iter().map(|r| r.name()).collect();
     assert_eq!(names, ["untrusted"]);
-    let pod = r#"{"auditID":"p","verb":"create","stage":"ResponseComplete",
+    let pod = r#"{"auditID":"p","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api",
         "objectRef":{"resource":"pods"},
         "requestObject":{"kind":"Pod","spec":{"containers":[
             {"name":"a","image":"registry.k8s.io/pause:3.9"},{"name":"b","image":"evil.example/miner:1"}]}}}"#;
@@ -99,7 +99,7 @@ if m::is_write(event) {
 "#;
     let dir = dir_with(&[("lib/m.rhai", module), ("writes.rhai", rule)]);
     let rules = Ruleset::load(&[dir.path().to_path_buf()], &ScriptLimits::default(), "t").unwrap();
-    let pod = r#"{"auditID":"e1","verb":"create","stage":"ResponseComplete",
+    let pod = r#"{"auditID":"e1","verb":"create","stage":"ResponseComplete","level":"Metadata","requestURI":"/api",
         "user":{"username":"alice"},"objectRef":{"resource":"pods","namespace":"ns","name":"p"}}"#;
     let eval = rules.evaluate(Arc::new(decode(pod.as_bytes()).events.remove(0)));
     assert!(eval.errors.is_empty(), "{:?}", eval.errors);

@@ -52,7 +52,7 @@ format = "json"
 fn one_event() -> String {
     json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": [{
         "auditID": "probe-test-1",
-        "stage": "ResponseComplete",
+        "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
         "verb": "create",
         "objectRef": {"resource": "configmaps", "namespace": "ns"},
     }]})

@@ -28,7 +28,7 @@ fn event(value: serde_json::Value) -> Arc<klaxon::audit::Event> {
 
 fn failed_login(ip: &str) -> Arc<klaxon::audit::Event> {
     event(json!({
-        "auditID": "x", "stage": "ResponseComplete", "verb": "list",
+        "auditID": "x", "stage": "ResponseComplete", "level": "Metadata", "verb": "list",
         "requestURI": "/api/v1/secrets", "sourceIPs": [ip],
         "user": {"username": "system:anonymous"},
         "responseStatus": {"code": 401}
@@ -37,7 +37,7 @@ fn failed_login(ip: &str) -> Arc<klaxon::audit::Event> {
 
 fn exec(user: &str, ns: &str) -> Arc<klaxon::audit::Event> {
     event(json!({
-        "auditID": "y", "stage": "ResponseComplete", "verb": "get",
+        "auditID": "y", "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api", "verb": "get",
         "objectRef": {"resource": "pods", "subresource": "exec", "namespace": ns, "name": "web"},
         "user": {"username": user}
     }))
@@ -129,7 +129,7 @@ fn dry_run_clocks_the_helpers_by_the_events_time() {
     let lines: Vec<String> = (0..5)
         .map(|i| {
             json!({
-                "auditID": format!("f{i}"), "stage": "ResponseComplete", "verb": "list",
+                "auditID": format!("f{i}"), "stage": "ResponseComplete", "level": "Metadata", "verb": "list",
                 "requestURI": "/api/v1/secrets", "sourceIPs": ["10.0.0.9"],
                 "user": {"username": "system:anonymous"}, "responseStatus": {"code": 403},
                 // One minute apart: all five within 5 minutes by event time, however fast

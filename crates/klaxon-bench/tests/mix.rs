@@ -83,7 +83,7 @@ fn a_reader_that_stops_early_is_not_an_error() {
 #[test]
 fn traces_without_a_write_event_are_refused_with_the_directory_named() {
     let dir = TempDir::new().unwrap();
-    let read = r#"{"verb":"get","stage":"ResponseComplete","requestURI":"/api/v1/pods"}"#;
+    let read = r#"{"verb":"get","stage":"ResponseComplete","level":"Metadata","requestURI":"/api/v1/pods"}"#;
     std::fs::write(dir.path().join("reads.json"), format!("{read}\n")).unwrap();
     let traces = dir.path().display().to_string();
     let output = cargo_bin_cmd!("klaxon-bench")
