@@ -516,3 +516,116 @@ async fn the_webhook_refuses_a_body_without_audit_events_and_lists_those_it_left
     );
     server.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// dry-run, replay, test
+// ---------------------------------------------------------------------------------------
+
+/// `klaxon` in `dir` with the exec script, a clean environment.
+fn klaxon_with_exec_script(dir: &TempDir) -> assert_cmd::Command {
+    support::klaxon::scripts(dir.path(), &[("exec", EXEC_SCRIPT)]);
+    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("klaxon");
+    cmd.current_dir(dir.path())
+        .env_remove("RUST_LOG")
+        .args(["--scripts", "scripts"]);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KLAXON_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+#[test]
+fn dry_run_and_replay_count_what_is_not_an_audit_event_as_malformed_and_fail() {
+    let dir = TempDir::new().unwrap();
+    let manifest =
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"}});
+    std::fs::write(
+        dir.path().join("mixed.jsonl"),
+        format!("{{\"foo\":1}}\n{}\n{manifest}\n", subscription()),
+    )
+    .unwrap();
+    for command in ["dry-run", "replay"] {
+        let out = klaxon_with_exec_script(&dir)
+            .args([command, "mixed.jsonl"])
+            .assert()
+            .code(1)
+            .get_output()
+            .clone();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stderr.contains("error: mixed.jsonl:1: not an audit event: no kind Event with apiVersion audit.k8s.io/v1 or v1beta1, and missing auditID, stage, verb, requestURI, level"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains(
+                "error: mixed.jsonl:3: not an audit event: kind `Deployment` apiVersion `apps/v1`"
+            ),
+            "{command}: {stderr}"
+        );
+        let summary = format!("{stdout}{stderr}");
+        assert!(
+            summary.contains("summary: 2 events, 1 rule, 1 alert, 0 script errors, 2 malformed"),
+            "{command}: {summary}"
+        );
+    }
+}
+
+#[test]
+fn dry_run_reads_every_cloud_shape_and_passes() {
+    let dir = TempDir::new().unwrap();
+    for (file, events, skipped) in [
+        ("aks/event-hub-message.json", 3, 1),
+        ("aks/storage-blob-PT1H.json", 3, 1),
+        ("eks/filter-log-events.json", 2, 1),
+        ("eks/get-log-events.json", 2, 0),
+        ("eks/subscription-data-message.json", 2, 0),
+        ("eks/subscription-data-message.json.gz", 2, 0),
+        ("eks/lambda-awslogs-event.json", 2, 0),
+        ("eks/firehose-delivery.json", 2, 1),
+    ] {
+        let path = format!("{FIXTURES}/{file}");
+        let out = klaxon_with_exec_script(&dir)
+            .args(["dry-run", &path])
+            .assert()
+            .success()
+            .get_output()
+            .clone();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let skipped = match skipped {
+            0 => String::new(),
+            n => format!(", {n} skipped (records of other logs)"),
+        };
+        let summary = format!(
+            "summary: {events} events, 1 rule, 1 alert, 0 script errors, 0 malformed{skipped}\n"
+        );
+        assert!(stdout.contains(&summary), "{file}: {stdout}");
+    }
+}
+
+#[test]
+fn a_test_case_whose_event_is_not_an_audit_event_fails_with_the_reason() {
+    let dir = TempDir::new().unwrap();
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(
+        dir.path().join("scripts/exec.test.toml"),
+        r#"
+[[case]]
+name = "a pod manifest is no event"
+event = '{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web"}}'
+[[case.expect]]
+rule = "exec"
+count = 0
+"#,
+    )
+    .unwrap();
+    klaxon_with_exec_script(&dir)
+        .arg("test")
+        .assert()
+        .code(1)
+        .stdout(predicates::str::contains(
+            "inline event: line 1: not an audit event: kind `Pod` apiVersion `v1`",
+        ));
+}
