@@ -204,6 +204,31 @@ fn a_broken_aks_record_is_named_and_costs_only_itself() {
     assert_eq!(items, [Some(0), Some(1), Some(3)]);
 }
 
+/// The bodies docs/SOURCES.md's forwarder configs send: Vector's http sink with the text
+/// codec and newline framing (one Event Hub message per line), and Fluent Bit's http output
+/// in json_lines after lifting the kafka input's parsed `payload` (the records beside
+/// Fluent Bit's own keys).
+#[test]
+fn the_bodies_of_the_documented_aks_forwarders_decode() {
+    let message = aks_records();
+    let one_line = json!({ "records": message }).to_string();
+    let expected = inner_ids(&message, "/properties/log", is_aks_audit);
+    let vector = format!("{one_line}\n{one_line}\n");
+    let decoded = decode(vector.as_bytes());
+    assert_clean(&decoded);
+    assert_eq!(ids(&decoded), [expected.clone(), expected.clone()].concat());
+    assert_eq!(decoded.skipped, 2);
+
+    let fluent_bit_line = json!({
+        "records": message, "topic": "aks-audit", "partition": 0, "offset": 4711,
+        "key": null, "error": null,
+    })
+    .to_string();
+    let decoded = decode(format!("{fluent_bit_line}\n{fluent_bit_line}\n").as_bytes());
+    assert_clean(&decoded);
+    assert_eq!(ids(&decoded), [expected.clone(), expected].concat());
+}
+
 // ---------------------------------------------------------------------------------------
 // EKS through CloudWatch Logs
 // ---------------------------------------------------------------------------------------
@@ -628,4 +653,38 @@ count = 0
         .stdout(predicates::str::contains(
             "inline event: line 1: not an audit event: kind `Pod` apiVersion `v1`",
         ));
+}
+
+/// docs/SOURCES.md's example of what is refused is what `klaxon dry-run -` prints, with the
+/// shipped scripts.
+#[test]
+fn the_refusals_docs_sources_shows_are_what_dry_run_prints() {
+    let doc = include_str!("../../docs/SOURCES.md");
+    let block = doc
+        .split("```\n$ printf '")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("docs/SOURCES.md shows a dry-run of refused input");
+    let (input, shown) = block.split_once("' | klaxon dry-run -\n").unwrap();
+    let input = input.replace("\\n", "\n");
+    let out = assert_cmd::cargo::cargo_bin_cmd!("klaxon")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("RUST_LOG")
+        .args(["dry-run", "-"])
+        .write_stdin(input)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    for line in shown.lines() {
+        assert!(
+            printed.lines().any(|l| l == line),
+            "`{line}` not printed:\n{printed}"
+        );
+    }
 }
