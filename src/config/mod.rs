@@ -486,6 +486,12 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         &a.firehose_access_key_env,
         &a.firehose_access_key_file,
     );
+    let push_token = secret(
+        "push_token",
+        &a.push_token,
+        &a.push_token_env,
+        &a.push_token_file,
+    );
     let named = |v: &Option<String>, e: &Option<String>, f: &Option<PathBuf>| {
         v.is_some() || e.is_some() || f.is_some()
     };
@@ -503,6 +509,11 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
                 &a.firehose_access_key_file,
             ),
             firehose_access_key.is_some(),
+        ),
+        (
+            "server.auth.push_token",
+            named(&a.push_token, &a.push_token_env, &a.push_token_file),
+            push_token.is_some(),
         ),
     ] {
         if written && !read {
@@ -567,6 +578,7 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
             basic,
             client_cert_subjects: a.client_cert_subjects.clone(),
             firehose_access_key,
+            push_token,
         },
         max_concurrent_batches: match s.max_concurrent_batches {
             0 => cores,

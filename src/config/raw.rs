@@ -140,6 +140,15 @@ pub struct RawAuth {
     /// File holding the Firehose access key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firehose_access_key_file: Option<PathBuf>,
+    /// Token a Pub/Sub push subscription sends in its endpoint's query (`?token=…`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_token: Option<String>,
+    /// Environment variable holding the push token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_token_env: Option<String>,
+    /// File holding the push token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push_token_file: Option<PathBuf>,
 }
 
 /// `[event_dedup]` as written: (auditID, stage) pairs already processed are skipped.

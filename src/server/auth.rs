@@ -1,6 +1,8 @@
 //! Authentication of the apiserver: what its webhook kubeconfig can send — a bearer token,
 //! basic username and password, or a client certificate whose subject is allowed — and of
-//! Amazon Data Firehose, which sends its access key in `X-Amz-Firehose-Access-Key`.
+//! Amazon Data Firehose, which sends its access key in `X-Amz-Firehose-Access-Key`, and of
+//! Pub/Sub push subscriptions, which can send a token only in the endpoint's query
+//! (`?token=…`; their other option, a Google-signed OIDC token, needs Google's keys).
 //!
 //! Secrets are compared in constant time and never logged.
 
@@ -20,6 +22,8 @@ pub struct AuthSettings {
     pub client_cert_subjects: Vec<String>,
     /// `X-Amz-Firehose-Access-Key: KEY` (Amazon Data Firehose's HTTP endpoint delivery).
     pub firehose_access_key: Option<Secret>,
+    /// `?token=TOKEN` in the URL (a Pub/Sub push subscription's endpoint).
+    pub push_token: Option<Secret>,
 }
 
 impl AuthSettings {
@@ -29,6 +33,7 @@ impl AuthSettings {
             || self.basic.is_some()
             || !self.client_cert_subjects.is_empty()
             || self.firehose_access_key.is_some()
+            || self.push_token.is_some()
     }
 }
 
@@ -41,6 +46,8 @@ pub struct Credentials<'a> {
     pub firehose_access_key: Option<&'a [u8]>,
     /// The client certificate's subject and common name.
     pub client_subject: Option<(&'a str, Option<&'a str>)>,
+    /// The `token` parameter of the URL's query, decoded.
+    pub query_token: Option<&'a [u8]>,
 }
 
 /// Equal in constant time (for equal lengths; the length itself may leak).
@@ -74,8 +81,14 @@ impl AuthSettings {
             authorization,
             firehose_access_key,
             client_subject,
+            query_token,
         } = given;
         if !self.is_enabled() {
+            return Ok(());
+        }
+        if let (Some(token), Some(expected)) = (query_token, &self.push_token)
+            && secret_eq(token, expected.expose().as_bytes())
+        {
             return Ok(());
         }
         if let (Some(key), Some(expected)) = (firehose_access_key, &self.firehose_access_key) {
@@ -93,9 +106,11 @@ impl AuthSettings {
             return Ok(());
         }
         let Some(header) = authorization else {
-            return Err(match (client_subject, firehose_access_key) {
-                (None, None) => Refusal::Missing,
-                _ => Refusal::Wrong,
+            let nothing =
+                client_subject.is_none() && query_token.is_none() && firehose_access_key.is_none();
+            return Err(match nothing {
+                true => Refusal::Missing,
+                false => Refusal::Wrong,
             });
         };
         if let (Some(token), Some(expected)) = (header.strip_prefix(b"Bearer "), &self.bearer_token)
@@ -155,6 +170,7 @@ mod tests {
             basic: Some(("apiserver".to_owned(), Secret::new("pa:ss"))),
             client_cert_subjects: vec!["CN=kube-apiserver".to_owned()],
             firehose_access_key: Some(Secret::new("fh-key")),
+            push_token: Some(Secret::new("push-t")),
         }
     }
 
@@ -225,5 +241,22 @@ mod tests {
             ..settings()
         };
         assert_eq!(unset.check(firehose(b"fh-key")), Err(Refusal::Wrong));
+    }
+
+    #[test]
+    fn the_push_token_in_the_query_lets_in_only_when_it_matches() {
+        let s = settings();
+        let query = |token: &'static [u8]| Credentials {
+            query_token: Some(token),
+            ..Credentials::default()
+        };
+        assert_eq!(s.check(query(b"push-t")), Ok(()));
+        assert_eq!(s.check(query(b"push-u")), Err(Refusal::Wrong));
+        assert_eq!(s.check(query(b"t0ken")), Err(Refusal::Wrong));
+        let unset = AuthSettings {
+            push_token: None,
+            ..settings()
+        };
+        assert_eq!(unset.check(query(b"push-t")), Err(Refusal::Wrong));
     }
 }

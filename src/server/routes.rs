@@ -301,6 +301,11 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
             .as_deref()
             .map(|s| (s, p.client_cn.as_deref()))
     });
+    let query_token = req.uri().query().and_then(|query| {
+        form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == "token")
+            .map(|(_, value)| value.into_owned())
+    });
     let given = Credentials {
         authorization: req
             .headers()
@@ -311,6 +316,7 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
             .get(FIREHOSE_ACCESS_KEY)
             .map(HeaderValue::as_bytes),
         client_subject: subject,
+        query_token: query_token.as_deref().map(str::as_bytes),
     };
     match state.auth.check(given) {
         Ok(()) => next.run(req).await,
