@@ -22,6 +22,7 @@ mod email;
 mod falco_parity;
 mod r#gen;
 mod gen_kubectl;
+mod gke;
 mod hostile_scripts;
 mod http_target;
 mod ingest;
