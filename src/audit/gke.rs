@@ -1186,6 +1186,32 @@ mod tests {
         );
     }
 
+    /// Nesting a million deep, as the entry, as a request body or inside a response body,
+    /// gives an error or an event, never a stack overflow.
+    #[test]
+    fn deep_nesting_never_overflows() {
+        let deep = format!("{}{}", "[".repeat(1_000_000), "]".repeat(1_000_000));
+        assert_eq!(
+            error(&deep),
+            "LogEntry: expected a JSON object, found an array"
+        );
+        let base = || entry("io.k8s.core.v1.pods.create", "core/v1/namespaces/a/pods/b");
+        let marker = "\"@@deep@@\"";
+        let request =
+            with(base(), "protoPayload/request", json!("@@deep@@")).replace(marker, &deep);
+        assert_eq!(
+            error(&request),
+            "protoPayload.request: expected a JSON object, found an array"
+        );
+        let response = with(
+            base(),
+            "protoPayload/response",
+            json!({"kind": "Status", "x": "@@deep@@"}),
+        )
+        .replace(marker, &deep);
+        assert_eq!(map(&response).level, "RequestResponse");
+    }
+
     /// Values that matter to the mapping: fragments of methods, resource names and JSON.
     fn token() -> impl Strategy<Value = String> {
         prop_oneof![
