@@ -56,7 +56,7 @@ impl Decoded {
     }
 
     /// Takes an event when it is an audit event, else records why not.
-    fn take(&mut self, event: Event, origin: Location) {
+    pub(super) fn take(&mut self, event: Event, origin: Location) {
         match recognize::check(&event) {
             Ok(()) => self.push(event, origin),
             Err(reason) => self.errors.push(DecodeError {

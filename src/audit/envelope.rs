@@ -10,8 +10,10 @@
 //!   Lambda form of one (`{"awslogs":{"data":"<base64 gzip>"}}`), and Amazon Data Firehose's
 //!   HTTP endpoint delivery (`{"requestId":…,"records":[{"data":"<base64>"}]}`). Log events
 //!   of streams other than `kube-apiserver-audit-…` are skipped.
-//! - GKE through Cloud Logging: a Pub/Sub push (`{"message":{"data":"<base64>"},"subscription":…}`)
-//!   whose data is a `LogEntry` (`protoPayload` of `serviceName` `k8s.io`).
+//! - GKE through Cloud Logging: a `LogEntry` (`protoPayload` of `serviceName` `k8s.io`,
+//!   mapped by `gke.rs`; entries of other services skipped) — alone, in `gcloud logging read`
+//!   arrays, one per line in Cloud Storage sink files, or as the base64 data of a Pub/Sub
+//!   push (`{"message":{"data":"<base64>"},"subscription":…}`).
 //!
 //! A payload (a log line, a base64 blob, gzip) is decoded like any input, so envelopes
 //! nest (Firehose → gzip → subscription message → event). A broken envelope is reported
@@ -43,6 +45,8 @@ enum Envelope {
     LogsApi,
     /// `{"message":{"data"},"subscription"}`.
     PubSub,
+    /// A Cloud Logging `LogEntry`.
+    LogEntry,
 }
 
 impl Envelope {
@@ -55,6 +59,7 @@ impl Envelope {
             Envelope::Lambda => "CloudWatch Logs Lambda event",
             Envelope::LogsApi => "CloudWatch Logs events",
             Envelope::PubSub => "Pub/Sub push",
+            Envelope::LogEntry => "GKE LogEntry",
         }
     }
 }
@@ -73,6 +78,8 @@ struct Probe<'a> {
     message_type: Option<&'a RawValue>,
     #[serde(borrow)]
     awslogs: Option<&'a RawValue>,
+    #[serde(rename = "protoPayload", borrow)]
+    proto_payload: Option<&'a RawValue>,
     #[serde(borrow)]
     message: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -98,6 +105,7 @@ impl Probe<'_> {
             (self.message_type.is_some(), Envelope::Subscription),
             (self.awslogs.is_some(), Envelope::Lambda),
             (self.events.is_some(), Envelope::LogsApi),
+            (self.proto_payload.is_some(), Envelope::LogEntry),
             (
                 self.message.is_some() && self.subscription.is_some(),
                 Envelope::PubSub,
@@ -128,6 +136,7 @@ pub(super) fn open(input: &[u8], at: Location, out: &mut Decoded) -> bool {
         Envelope::Lambda => open.lambda(input),
         Envelope::LogsApi => open.logs_api(input),
         Envelope::PubSub => open.pubsub(input),
+        Envelope::LogEntry => open.log_entry(input),
     }
     true
 }
@@ -171,6 +180,8 @@ struct AksRecord<'a> {
     category: Cow<'a, str>,
     #[serde(borrow)]
     properties: AksProperties<'a>,
+    #[serde(rename = "resourceId", borrow, default)]
+    resource_id: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +196,8 @@ struct Subscription<'a> {
     message_type: Cow<'a, str>,
     #[serde(rename = "logStream", borrow, default)]
     log_stream: Option<Cow<'a, str>>,
+    #[serde(rename = "logGroup", borrow, default)]
+    log_group: Option<Cow<'a, str>>,
 }
 
 /// A CloudWatch log event, from a subscription message or the Logs API.
@@ -284,7 +297,22 @@ impl Opening<'_> {
             return;
         }
         let field = join(field, "properties.log");
+        let first = self.out.events.len();
         self.payload(record.properties.log.as_bytes(), location, &field);
+        let cluster = record.resource_id.as_deref().and_then(aks_cluster);
+        self.name_cluster(first, cluster);
+    }
+
+    /// Names `cluster` on the events added since the `first`th, unless they name their own.
+    fn name_cluster(&mut self, first: usize, cluster: Option<&str>) {
+        let Some(cluster) = cluster.filter(|c| !c.is_empty()) else {
+            return;
+        };
+        for event in self.out.events.iter_mut().skip(first) {
+            if event.cluster.is_empty() {
+                cluster.clone_into(&mut event.cluster);
+            }
+        }
     }
 
     fn subscription(&mut self, input: &[u8], field: &str) {
@@ -300,12 +328,16 @@ impl Opening<'_> {
                 };
                 if message
                     .log_stream
+                    .as_ref()
                     .is_some_and(|s| !s.starts_with(EKS_AUDIT_STREAM))
                 {
                     self.out.skipped += events.len();
                     return;
                 }
+                let first = self.out.events.len();
                 self.log_events(&events, &join(field, "logEvents"));
+                let cluster = message.log_group.as_deref().and_then(eks_cluster);
+                self.name_cluster(first, cluster);
             }
             other => self.fail(
                 self.at,
@@ -353,12 +385,37 @@ impl Opening<'_> {
         }
     }
 
+    fn log_entry(&mut self, input: &[u8]) {
+        let text = String::from_utf8_lossy(input);
+        match super::gke::event_from_log_entry(&text) {
+            Ok(Some(event)) => self.out.take(event, self.at),
+            Ok(None) => self.out.skipped += 1,
+            Err(reason) => self.fail(self.at, "", reason),
+        }
+    }
+
     fn pubsub(&mut self, input: &[u8]) {
         match parse::<PubSubPush<'_>>(input) {
             Ok(push) => self.base64_payload(&push.message.data, self.at, "message.data"),
             Err(err) => self.fail(self.at, "", err),
         }
     }
+}
+
+/// The cluster of an AKS resource ID: `…/providers/Microsoft.ContainerService/managedClusters/NAME`
+/// (diagnostic records write it in capitals).
+fn aks_cluster(resource_id: &str) -> Option<&str> {
+    let mut segments = resource_id.split('/');
+    segments.find(|s| s.eq_ignore_ascii_case("managedClusters"))?;
+    segments.next()
+}
+
+/// The cluster of an EKS control-plane log group: `/aws/eks/NAME/cluster`.
+fn eks_cluster(log_group: &str) -> Option<&str> {
+    log_group
+        .strip_prefix("/aws/eks/")?
+        .strip_suffix("/cluster")
+        .filter(|name| !name.contains('/'))
 }
 
 fn join(field: &str, more: &str) -> String {

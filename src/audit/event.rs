@@ -62,6 +62,11 @@ pub struct Event {
     /// v1beta1 only: the event's own timestamp.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub timestamp: String,
+    /// The cluster the event came from when its envelope says so (GKE's
+    /// `resource.labels.cluster_name`); empty otherwise. Not part of the audit.k8s.io
+    /// format: never read from or written to the event's JSON.
+    #[serde(skip)]
+    pub cluster: String,
 }
 
 impl Event {

@@ -89,7 +89,8 @@ impl FromStr for Severity {
 /// What klaxon adds to every alert: where and when it came from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertContext {
-    /// `cluster_name` from the config.
+    /// The cluster the event came from: the event's own (`Event::cluster`, from its
+    /// envelope) when it names one, else `cluster_name` from the config.
     pub cluster: String,
     /// The event's `stageTimestamp` (RFC 3339).
     pub event_time: String,
@@ -120,8 +121,14 @@ pub struct AlertContext {
 }
 
 impl AlertContext {
-    /// Builds the context of an alert raised on `event`, whose object is named `object_name`.
+    /// Builds the context of an alert raised on `event`, whose object is named `object_name`;
+    /// `cluster` (the configured `cluster_name`) names the cluster unless the event names its own.
     pub fn from_event(event: &Event, object_name: &str, cluster: &str) -> Self {
+        let cluster = if event.cluster.is_empty() {
+            cluster
+        } else {
+            &event.cluster
+        };
         Self {
             cluster: cluster.to_owned(),
             event_time: event.time().to_owned(),

@@ -381,6 +381,92 @@ fn a_firehose_delivery_decodes_each_record_and_names_a_broken_one() {
 }
 
 // ---------------------------------------------------------------------------------------
+// GKE through Cloud Logging
+// ---------------------------------------------------------------------------------------
+
+fn gke_entries() -> Value {
+    serde_json::from_slice(&fixture("gke/gcloud_logging_read.json")).unwrap()
+}
+
+/// The auditIDs (operation ids) of the fixture's entries of service `k8s.io`.
+fn gke_ids() -> Vec<String> {
+    gke_entries()
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["protoPayload"]["serviceName"] == "k8s.io")
+        .map(|e| e["operation"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn gke_log_entries_decode_alone_in_an_export_array_and_in_a_sink_file() {
+    let decoded = decode(&fixture("gke/gcloud_logging_read.json"));
+    assert_clean(&decoded);
+    assert_eq!(ids(&decoded), gke_ids());
+    assert_eq!(decoded.skipped, 1, "the container.googleapis.com entry");
+    assert!(decoded.events.iter().all(|e| e.cluster == "prod-eu-1"));
+    let origins: Vec<Option<usize>> = decoded.origins.iter().map(|o| o.item).collect();
+    assert_eq!(origins, [Some(0), Some(1), Some(2)]);
+
+    let sink = decode(&fixture("gke/storage_sink_S0.json"));
+    assert_clean(&sink);
+    assert_eq!(sink.events.len(), 3);
+    assert_eq!(sink.skipped, 1);
+
+    let one = decode(&fixture("gke/exec_last.json"));
+    assert_clean(&one);
+    assert_eq!(
+        one.events[0].object_ref.as_ref().unwrap().subresource,
+        "exec"
+    );
+}
+
+#[test]
+fn a_pubsub_push_carries_one_gke_entry_and_a_broken_one_is_named() {
+    let push = fixture("gke/pubsub_push.json");
+    let decoded = decode(&push);
+    assert_clean(&decoded);
+    assert_eq!(decoded.events.len(), 1);
+    assert_eq!(decoded.events[0].cluster, "prod-eu-1");
+
+    let mut entry: Value = serde_json::from_slice(&fixture("gke/exec_last.json")).unwrap();
+    entry["protoPayload"]["methodName"] = json!("pods.exec");
+    let mut body: Value = serde_json::from_slice(&push).unwrap();
+    body["message"]["data"] = json!(base64(entry.to_string().as_bytes()));
+    let decoded = decode(body.to_string().as_bytes());
+    assert!(decoded.events.is_empty());
+    let reasons = reasons(&decoded);
+    assert_eq!(reasons.len(), 1);
+    assert!(
+        reasons[0].starts_with(
+            "Pub/Sub push: message.data: GKE LogEntry: protoPayload.methodName: `pods.exec`"
+        ),
+        "{}",
+        reasons[0]
+    );
+}
+
+#[test]
+fn the_cluster_an_envelope_names_is_the_events_cluster() {
+    let eks = decode(&fixture("eks/firehose-delivery.json"));
+    assert!(
+        eks.events.iter().all(|e| e.cluster == "prod-eu"),
+        "from /aws/eks/prod-eu/cluster"
+    );
+    let aks = decode(&fixture("aks/event-hub-message.json"));
+    assert!(
+        aks.events.iter().all(|e| e.cluster == "PROD-WEU"),
+        "from the resourceId"
+    );
+    // Without a log group or resource ID, the configured cluster_name is used.
+    let logs_api = decode(&fixture("eks/filter-log-events.json"));
+    assert!(logs_api.events.iter().all(|e| e.cluster.is_empty()));
+    let apiserver = decode(&fixture("falco/create_secret.json"));
+    assert!(apiserver.events.iter().all(|e| e.cluster.is_empty()));
+}
+
+// ---------------------------------------------------------------------------------------
 // Limits
 // ---------------------------------------------------------------------------------------
 
@@ -502,6 +588,39 @@ async fn the_webhook_answers_firehose_in_its_form_behind_its_access_key() {
     );
     server.shutdown().await;
     assert_eq!(slack.messages().len(), 1, "the exec once, nothing else");
+}
+
+#[tokio::test]
+async fn a_pubsub_push_gets_in_with_its_token_and_its_alert_names_the_gke_cluster() {
+    let dir = TempDir::new().unwrap();
+    let slack = support::slack::SlackStandIn::start().await;
+    support::klaxon::scripts(dir.path(), &[("exec", EXEC_SCRIPT)]);
+    let toml = format!(
+        "{}[server.auth]\nbearer_token = \"apiserver-token\"\npush_token = \"p%sh t0ken\"\n[targets.slack]\ntype = \"slack\"\nwebhook_url = \"{}\"\n[routing]\ndefault_targets = [\"slack\"]\n",
+        support::klaxon::base_toml(dir.path()),
+        slack.url()
+    );
+    let server = support::klaxon::start(&support::klaxon::config_from(&toml, dir.path())).await;
+    let push = |query: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/audit{query}", server.base))
+            .header("content-type", "application/json")
+            .body(fixture("gke/pubsub_push.json"))
+            .send()
+    };
+    assert_eq!(push("").await.unwrap().status(), 401);
+    assert_eq!(push("?token=p%25sh%20t0kem").await.unwrap().status(), 401);
+    let response = push("?token=p%25sh%20t0ken").await.unwrap();
+    assert_eq!(response.status(), 200, "Pub/Sub acknowledges a 2xx");
+    let messages = slack.wait_for(1).await;
+    let text = messages[0].to_string();
+    assert!(text.contains("cluster prod-eu-1"), "{text}");
+    assert!(
+        text.contains("exec into payments/api-7d9f6c5b8-x2kqp"),
+        "{text}"
+    );
+    server.shutdown().await;
+    assert_eq!(slack.messages().len(), 1);
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ mod envelopes;
 mod falco_parity;
 mod r#gen;
 mod gen_kubectl;
+mod gke;
 mod hostile_scripts;
 mod http_target;
 mod ingest;
