@@ -108,11 +108,21 @@ impl SourceMap {
         let doc = self.document.as_ref()?;
         let mut table: &dyn toml_edit::TableLike = doc.as_table();
         let mut span = None;
-        for part in key.split('.') {
+        let mut parts = key.split('.');
+        while let Some(part) = parts.next() {
             let Some((k, item)) = table.get_key_value(part) else {
                 break;
             };
             span = k.span().or_else(|| item.span()).or(span);
+            // `[[name]]`: the next part is the index of one of its tables.
+            if let Some(array) = item.as_array_of_tables() {
+                let Some(entry) = parts.next().and_then(|i| array.get(i.parse().ok()?)) else {
+                    break;
+                };
+                span = entry.span().or(span);
+                table = entry;
+                continue;
+            }
             match item.as_table_like() {
                 Some(t) => table = t,
                 None => break,

@@ -219,15 +219,26 @@ struct Follower {
 impl Follower {
     /// Polls `tail` until stopped, handing over each read and advancing once it is stored.
     fn follow(&self, mut tail: Tail, key: &str) {
+        let mut failing: Option<String> = None;
         loop {
             let read = match tail.poll() {
-                Ok(read) => read,
+                Ok(read) => {
+                    if failing.take().is_some() {
+                        tracing::info!(path = %tail.path().display(), "the followed file is readable again");
+                    }
+                    read
+                }
                 Err(err) => {
-                    tracing::warn!(path = %tail.path().display(), error = %err, "cannot read the followed file; trying again");
+                    // Logged when it starts or changes, not at every poll.
+                    let error = err.to_string();
+                    if failing.as_ref() != Some(&error) {
+                        tracing::warn!(path = %tail.path().display(), error = %error, "cannot read the followed file; trying again every poll");
+                    }
+                    failing = Some(error);
                     None
                 }
             };
-            let Some(read) = read else {
+            let Some(mut read) = read else {
                 if self.stop.wait(POLL_INTERVAL) {
                     return;
                 }
@@ -238,7 +249,7 @@ impl Follower {
                 telemetry::decode_errors(1);
             }
             let chunk = Chunk {
-                lines: Bytes::from(read.lines.clone()),
+                lines: Bytes::from(std::mem::take(&mut read.lines)),
                 origin: read.from.display().to_string(),
                 at: read.at,
                 cursor: Some(Cursor {

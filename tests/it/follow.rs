@@ -425,3 +425,26 @@ async fn standard_input_is_read_to_its_end_and_the_server_keeps_serving() {
     );
     assert!(daemon.child.try_wait().unwrap().is_none());
 }
+
+/// The command line refuses a path followed twice and `--follow-from-start` without
+/// `--follow`, before anything starts.
+#[test]
+fn command_line_mistakes_are_refused_before_serving() {
+    let twice = assert_cmd::cargo::cargo_bin_cmd!("klaxon")
+        .args(["serve", "--follow", "/tmp/a.log", "--follow", "/tmp/a.log"])
+        .output()
+        .unwrap();
+    assert!(!twice.status.success());
+    let stderr = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        stderr.contains("--follow /tmp/a.log is given twice"),
+        "{stderr}"
+    );
+    let alone = assert_cmd::cargo::cargo_bin_cmd!("klaxon")
+        .args(["serve", "--follow-from-start"])
+        .output()
+        .unwrap();
+    assert!(!alone.status.success());
+    let stderr = String::from_utf8_lossy(&alone.stderr);
+    assert!(stderr.contains("--follow <PATH>"), "{stderr}");
+}
