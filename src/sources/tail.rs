@@ -335,14 +335,21 @@ impl Tail {
     }
 
     /// Finds the file a saved position points into: the path itself when it still holds
-    /// that file untruncated; else the renamed file or the copy in the same directory;
-    /// else the path from its start.
+    /// that file untruncated (the same inode, or the same first bytes: a device number
+    /// may change across a reboot, on NFS for one); else the renamed file or the copy in
+    /// the same directory; else the path from its start.
     fn resume(&self, saved: &Position, at_path: Option<Found>) -> io::Result<Option<Reading>> {
-        if let Some(now) = at_path.filter(|now| now.id == saved.file) {
+        if let Some(now) = at_path {
             let mut reading = Reading::open(&self.path)?;
+            let same_inode = now.id == saved.file;
+            let same_start =
+                saved.fingerprint.len > 0 && saved.fingerprint.matches(&reading.file)?;
             reading.fingerprint = saved.fingerprint;
             reading.offset = saved.offset;
-            if !reading.truncated(now.size)? {
+            if (same_inode || same_start) && !reading.truncated(now.size)? {
+                if !same_inode {
+                    tracing::info!(path = %self.path.display(), "the followed file has another device or inode number but the same contents; resuming it");
+                }
                 return Ok(Some(reading));
             }
         }
@@ -767,6 +774,20 @@ mod tests {
             append(path, &lines(4..9));
         });
         assert_eq!(read, lines(2..9));
+    }
+
+    #[test]
+    fn a_saved_position_resumes_a_file_whose_device_number_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        append(&path, &lines(0..2));
+        let mut saved = read_all(&mut Tail::new(&path, None, StartAt::Beginning));
+        saved.file.dev += 1;
+        append(&path, &lines(2..4));
+        assert_eq!(
+            drain(&mut Tail::new(&path, Some(saved), StartAt::End)),
+            lines(2..4)
+        );
     }
 
     #[test]
