@@ -14,5 +14,6 @@ pub mod pipeline;
 pub mod rules;
 pub mod secret;
 pub mod server;
+pub mod sources;
 pub mod state;
 pub mod telemetry;

@@ -69,21 +69,22 @@ path = "{outbox}"
     )
 }
 
+/// A create event with this auditID (an EventList item; with `kind` and `apiVersion` a
+/// line of the apiserver's log backend).
+fn event(id: &str) -> Value {
+    json!({
+        "auditID": id,
+        "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
+        "verb": "create",
+        "objectRef": {"resource": "configmaps", "namespace": "payments"},
+        "user": {"username": "alice"},
+        "stageTimestamp": "2026-11-20T10:00:00.000000Z"
+    })
+}
+
 /// An EventList of create events with these auditIDs.
 fn batch(ids: &[&str]) -> String {
-    let items: Vec<Value> = ids
-        .iter()
-        .map(|id| {
-            json!({
-                "auditID": id,
-                "stage": "ResponseComplete", "level": "Metadata", "requestURI": "/api",
-                "verb": "create",
-                "objectRef": {"resource": "configmaps", "namespace": "payments"},
-                "user": {"username": "alice"},
-                "stageTimestamp": "2026-11-20T10:00:00.000000Z"
-            })
-        })
-        .collect();
+    let items: Vec<Value> = ids.iter().map(|id| event(id)).collect();
     json!({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "items": items}).to_string()
 }
 
@@ -208,14 +209,18 @@ fn assert_stored(reply: &Value) {
     );
 }
 
-/// A server whose outbox lies on a [`FaultSwitch`], with Slack down until the test says.
-async fn start_on_a_faulty_outbox() -> (SlackStandIn, TempDir, FaultSwitch, Arc<Outbox>, Running) {
+/// A server whose outbox lies on a [`FaultSwitch`], with Slack down until the test says;
+/// `extra(dir)` is added to its config.
+async fn start_on_a_faulty_outbox(
+    extra: impl Fn(&Path) -> String,
+) -> (SlackStandIn, TempDir, FaultSwitch, Arc<Outbox>, Running) {
     let slack = SlackStandIn::start().await;
     slack.set_mode(Mode::Unavailable(usize::MAX));
     let dir = TempDir::new().unwrap();
     scripts(dir.path(), &[("created", RULE)]);
     let data = dir.path().join("data");
-    let config = config_from(&toml(dir.path(), &data, &slack.url(), ""), dir.path());
+    let extra = extra(dir.path());
+    let config = config_from(&toml(dir.path(), &data, &slack.url(), &extra), dir.path());
     let switch = FaultSwitch::new();
     let outbox = Arc::new(Outbox::open_with_backend(&data, switch.backend()).unwrap());
     let server = start_with_outbox(&config, outbox.clone()).await;
@@ -225,7 +230,7 @@ async fn start_on_a_faulty_outbox() -> (SlackStandIn, TempDir, FaultSwitch, Arc<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_io_fault_is_ridden_out_and_every_alert_is_delivered_without_a_restart() {
     let _serial = SERIAL.lock().await;
-    let (slack, _dir, switch, outbox, server) = start_on_a_faulty_outbox().await;
+    let (slack, _dir, switch, outbox, server) = start_on_a_faulty_outbox(|_| String::new()).await;
 
     // Two alerts stored while Slack is down: they wait in the outbox, retried.
     let first = post(&server, &batch(&["a-1", "a-2"])).await;
@@ -274,7 +279,7 @@ async fn an_io_fault_is_ridden_out_and_every_alert_is_delivered_without_a_restar
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_stored_by_a_commit_that_failed_part_way_is_not_raised_again_by_its_retry() {
     let _serial = SERIAL.lock().await;
-    let (slack, _dir, switch, outbox, server) = start_on_a_faulty_outbox().await;
+    let (slack, _dir, switch, outbox, server) = start_on_a_faulty_outbox(|_| String::new()).await;
 
     switch.fail_after_syncs(2);
     let body = batch(&["s-1", "s-2"]);
@@ -464,5 +469,46 @@ async fn a_notice_delivered_while_the_outbox_cannot_remove_it_is_not_sent_again(
         (outbox.sizes().ok()?.pending == 0).then_some(())
     })
     .await;
+    server.shutdown().await;
+}
+
+/// A followed file's lines while the outbox is broken: the chunk is not stored, the
+/// position stays where it was, and the same lines are offered again after a backoff
+/// until the outbox is back: every line once, none skipped, no restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_file_loses_no_line_while_the_outbox_is_broken() {
+    let _serial = SERIAL.lock().await;
+    let follow = |dir: &Path| {
+        format!(
+            "[[sources.file]]\npath = \"{}/audit.log\"\nstart_at = \"beginning\"\n",
+            dir.display()
+        )
+    };
+    let (slack, dir, switch, outbox, server) = start_on_a_faulty_outbox(follow).await;
+    slack.set_mode(Mode::Up);
+    switch.fail_writes();
+    let ids = ["f-1", "f-2", "f-3", "f-4"];
+    let mut lines = String::new();
+    for id in ids {
+        let mut line = event(id);
+        line["kind"] = json!("Event");
+        line["apiVersion"] = json!("audit.k8s.io/v1");
+        lines.push_str(&format!("{line}\n"));
+    }
+    std::fs::write(dir.path().join("audit.log"), lines).unwrap();
+    eventually("the outbox broken by the follower's write", || async {
+        (!outbox.health().is_healthy()).then_some(())
+    })
+    .await;
+    assert!(slack.messages().is_empty());
+    switch.heal();
+    let titles: Vec<String> = ids.iter().map(|id| format!("created {id}")).collect();
+    let titles: Vec<&str> = titles.iter().map(String::as_str).collect();
+    wait_delivered(&slack, &titles).await;
+    eventually("klaxon_outbox_pending back to 0", || async {
+        (outbox.sizes().ok()?.pending == 0).then_some(())
+    })
+    .await;
+    assert_eq!(slack.messages().len(), ids.len(), "each alert exactly once");
     server.shutdown().await;
 }

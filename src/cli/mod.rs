@@ -1,8 +1,8 @@
 //! The command line: `serve`, `dry-run` and `check`, sharing `--config` and `--scripts`.
 //!
 //! Loads config and scripts, then hands over to `server` or evaluates directly with `rules`.
-//! Calls `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit` and
-//! `clock`.
+//! Calls `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit`, `sources`
+//! (the `--follow` settings) and `clock`.
 
 mod bench_rules;
 mod check;
@@ -23,6 +23,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Config, Sources};
 use crate::rules::Ruleset;
+use crate::sources::{FileSource, Input, StartAt};
 
 /// klaxon: Kubernetes audit events in, alerts people act on out.
 #[derive(Debug, Parser)]
@@ -57,6 +58,14 @@ enum Command {
         /// Address to listen on (overrides `server.listen`).
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Follow this JSON-lines audit log file across rotation (`-`: standard input);
+        /// repeat for several (replaces `[[sources.file]]`).
+        #[arg(long = "follow", value_name = "PATH")]
+        follow: Vec<String>,
+        /// Read the `--follow` files from their beginning the first time (default: from
+        /// their end); later runs go on where the last one stopped.
+        #[arg(long, requires = "follow")]
+        follow_from_start: bool,
     },
     /// Evaluate the scripts on audit files (or stdin): every alert and what became of it.
     DryRun(dry_run::Args),
@@ -111,10 +120,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let load_config = || sources.config().context("invalid configuration");
     match cli.command {
-        Command::Serve { listen } => {
+        Command::Serve {
+            listen,
+            ref follow,
+            follow_from_start,
+        } => {
             let mut config = load_config()?;
             if let Some(addr) = listen {
                 config.serve.listen = addr;
+            }
+            if !follow.is_empty() {
+                let start_at = match follow_from_start {
+                    true => StartAt::Beginning,
+                    false => StartAt::End,
+                };
+                config.serve.sources = followed(follow, start_at)?;
             }
             serve::run(&sources, config)
         }
@@ -126,6 +146,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen(ref command) => r#gen::run(&load_config()?, command),
         Command::BenchRules(ref args) => bench_rules::run(&load_config()?, args),
     }
+}
+
+/// The `--follow` sources, none twice.
+fn followed(paths: &[String], start_at: StartAt) -> anyhow::Result<Vec<FileSource>> {
+    let mut sources: Vec<FileSource> = Vec::new();
+    for path in paths {
+        let input = Input::parse(path);
+        anyhow::ensure!(
+            sources.iter().all(|s| s.input != input),
+            "--follow {path} is given twice"
+        );
+        sources.push(FileSource { input, start_at });
+    }
+    Ok(sources)
 }
 
 /// The scripts `config` names, compiled with their settings.

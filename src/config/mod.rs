@@ -3,7 +3,8 @@
 //!
 //! Owns loading and validation, and the one loading sequence of config and scripts
 //! (`sources.rs`). Calls `server` (its settings types and the reload closure it builds),
-//! `pipeline`, `notify`, `rules`, `state`, `clock` and `secret`, at load only.
+//! `pipeline`, `notify`, `rules`, `state`, `sources` (the followed files' settings),
+//! `clock` and `secret`, at load only.
 
 mod raw;
 mod sources;
@@ -19,8 +20,9 @@ use figment::Figment;
 use figment::providers::{Env, Serialized};
 
 pub use raw::{
-    RawAuth, RawConfig, RawDelivery, RawEventDedup, RawOutbox, RawRouting, RawRulePolicy,
-    RawScripts, RawServer, RawSilence, RawState, RawTarget, RawTls, StateBackend, TargetType,
+    RawAuth, RawConfig, RawDelivery, RawEventDedup, RawFileSource, RawOutbox, RawRouting,
+    RawRulePolicy, RawScripts, RawServer, RawSilence, RawSources, RawState, RawTarget, RawTls,
+    StateBackend, TargetType,
 };
 pub use sources::{LoadError, Sources, rules};
 
@@ -31,6 +33,7 @@ use crate::rules::ScriptLimits;
 use crate::server::auth::AuthSettings;
 use crate::server::tls::{ClientAuth, TlsSettings};
 use crate::server::{ServeSettings, ServerSettings};
+use crate::sources::{FileSource, Input};
 use crate::state::{RedisSettings, StateSettings};
 
 /// The config file used when `--config` is not given, if it exists.
@@ -105,11 +108,21 @@ impl SourceMap {
         let doc = self.document.as_ref()?;
         let mut table: &dyn toml_edit::TableLike = doc.as_table();
         let mut span = None;
-        for part in key.split('.') {
+        let mut parts = key.split('.');
+        while let Some(part) = parts.next() {
             let Some((k, item)) = table.get_key_value(part) else {
                 break;
             };
             span = k.span().or_else(|| item.span()).or(span);
+            // `[[name]]`: the next part is the index of one of its tables.
+            if let Some(array) = item.as_array_of_tables() {
+                let Some(entry) = parts.next().and_then(|i| array.get(i.parse().ok()?)) else {
+                    break;
+                };
+                span = entry.span().or(span);
+                table = entry;
+                continue;
+            }
             match item.as_table_like() {
                 Some(t) => table = t,
                 None => break,
@@ -259,6 +272,7 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
     let targets = validate_targets(&raw, &mut problem);
     let server = validate_server(&raw, &mut problem);
     let state = validate_state(&raw.state, &mut problem);
+    let followed = validate_sources(&raw.sources, &mut problem);
     let known = |name: &str| raw.targets.contains_key(name);
     let defined = || raw.targets.keys().cloned().collect::<Vec<_>>().join(", ");
     if raw.routing.default_targets.is_empty() {
@@ -364,8 +378,31 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
             outbox_path: raw.outbox.path,
             server,
             state,
+            sources: followed,
         },
     })
+}
+
+/// `[[sources.file]]`: a path each (`-` for standard input), none twice.
+fn validate_sources(raw: &RawSources, problem: &mut impl FnMut(&str, String)) -> Vec<FileSource> {
+    let mut sources: Vec<FileSource> = Vec::new();
+    for (i, file) in raw.file.iter().enumerate() {
+        let key = format!("sources.file.{i}.path");
+        if file.path.trim().is_empty() {
+            problem(&key, "name a file (or `-` for standard input)".to_owned());
+            continue;
+        }
+        let source = FileSource {
+            input: Input::parse(&file.path),
+            start_at: file.start_at,
+        };
+        if sources.iter().any(|s| s.input == source.input) {
+            problem(&key, format!("`{}` is followed twice", file.path));
+            continue;
+        }
+        sources.push(source);
+    }
+    sources
 }
 
 /// Whether `key` (after `KLAXON_`) is one of the variables Kubernetes sets in every pod

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::notify::ConsoleFormat;
 use crate::pipeline::{Matcher, Route, RulePolicy};
 use crate::rules::ScriptLimits;
+use crate::sources::StartAt;
 
 /// The file as written, before validation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +28,8 @@ pub struct RawConfig {
     pub state: RawState,
     /// `[outbox]`.
     pub outbox: RawOutbox,
+    /// `[sources]`: audit log files followed beside the webhook.
+    pub sources: RawSources,
     /// `[delivery]`.
     pub delivery: RawDelivery,
     /// `[routing]`.
@@ -246,6 +249,25 @@ pub struct RawOutbox {
     /// fails, so that Kubernetes restarts the pod.
     #[serde(with = "humantime_serde")]
     pub unhealthy_after: Duration,
+}
+
+/// `[sources]` as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSources {
+    /// `[[sources.file]]`: JSON-lines audit log files (the apiserver's `--audit-log-path`).
+    pub file: Vec<RawFileSource>,
+}
+
+/// `[[sources.file]]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFileSource {
+    /// The file followed (across rotation); `-` is standard input.
+    pub path: String,
+    /// Where a file followed for the first time is read from: `end` or `beginning`.
+    #[serde(default)]
+    pub start_at: StartAt,
 }
 
 /// `[delivery]` as written.
@@ -474,6 +496,7 @@ impl Default for RawConfig {
             event_dedup: RawEventDedup::default(),
             state: RawState::default(),
             outbox: RawOutbox::default(),
+            sources: RawSources::default(),
             delivery: RawDelivery::default(),
             routing: RawRouting::default(),
             routes: Vec::new(),

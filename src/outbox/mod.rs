@@ -7,8 +7,9 @@
 //! The outbox heals itself: an operation that fails with an I/O error (disk full, a failing
 //! device) marks it broken; later operations close and reopen the file, with backoff
 //! (`health.rs`), and fail fast with [`OutboxError::Unavailable`] until that works.
-//! Calls `rules` (the `Alert` type), `clock` and `telemetry` (reopens, health, sizes after a
-//! reopen).
+//! Followed files' positions are stored in the same transaction as the deliveries of the
+//! lines before them. Calls `rules` (the `Alert` type), `sources` (the `Cursor` and
+//! `Position` it stores), `clock` and `telemetry` (reopens, health, sizes after a reopen).
 
 mod health;
 #[doc(hidden)]
@@ -31,6 +32,7 @@ use health::{Gate, State};
 
 use crate::clock::duration_ms;
 use crate::rules::Alert;
+use crate::sources::{Cursor, Position};
 use crate::telemetry;
 
 /// An alert bound for one concrete target.
@@ -54,6 +56,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The events of stored batches, by (stored at, auditID, stage): an apiserver retry of a
 /// stored batch is skipped even after a restart (the seen filter is rebuilt from it).
 const SEEN: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("seen");
+/// Where each followed file stands (`sources::Position` as JSON), by source: written with
+/// the deliveries of the lines before it, so a restart neither loses nor repeats a line.
+const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
 
 /// Memory redb may use for its page cache.
 const CACHE_BYTES: usize = 8 << 20;
@@ -340,15 +345,15 @@ impl Outbox {
     }
 
     /// Stores a batch's deliveries and, in the same transaction, the events it processed
-    /// (only when there is something to deliver: a batch that raises nothing writes
-    /// nothing). Returns the deliveries' ids.
+    /// and its source's cursor (a batch that raises nothing writes nothing but its
+    /// cursor). Returns the deliveries' ids.
     pub fn enqueue_batch(
         &self,
         deliveries: &[Delivery],
         processed: &Processed<'_>,
         now_ms: i64,
     ) -> Result<Vec<u64>, OutboxError> {
-        if deliveries.is_empty() {
+        if deliveries.is_empty() && processed.cursor.is_none() {
             return Ok(Vec::new());
         }
         self.with_db(Access::Write, |db| {
@@ -373,6 +378,18 @@ impl Outbox {
                 out.push((audit_id.to_owned(), stage.to_owned()));
             }
             Ok(out)
+        })
+    }
+
+    /// Where the followed file of `source` stood when its last chunk was stored.
+    pub fn position(&self, source: &str) -> Result<Option<Position>, OutboxError> {
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(POSITIONS).store()?;
+            let Some(value) = table.get(source).store()? else {
+                return Ok(None);
+            };
+            Ok(Some(serde_json::from_slice(value.value())?))
         })
     }
 
@@ -574,6 +591,7 @@ fn open_database(backend: impl StorageBackend) -> Result<Database, OutboxError> 
     txn.open_table(DEAD).store()?;
     txn.open_table(META).store()?;
     txn.open_table(SEEN).store()?;
+    txn.open_table(POSITIONS).store()?;
     txn.commit().store()?;
     Ok(db)
 }
@@ -586,7 +604,15 @@ fn insert(
     now_ms: i64,
 ) -> Result<Vec<u64>, OutboxError> {
     let txn = db.begin_write().store()?;
-    if !processed.events.is_empty() {
+    if let Some(cursor) = processed.cursor {
+        let position = serde_json::to_vec(&cursor.position)?;
+        txn.open_table(POSITIONS)
+            .store()?
+            .insert(cursor.source.as_str(), position.as_slice())
+            .store()?;
+    }
+    // Only a batch that raised something can be retried into duplicates.
+    if !processed.events.is_empty() && !deliveries.is_empty() {
         let mut seen = txn.open_table(SEEN).store()?;
         for (audit_id, stage) in &processed.events {
             seen.insert((now_ms, *audit_id, *stage), ()).store()?;
@@ -680,6 +706,8 @@ pub struct Processed<'a> {
     pub events: Vec<(&'a str, &'a str)>,
     /// How long they are remembered (`event_dedup.window`); older ones are forgotten.
     pub remember: Duration,
+    /// The position of the file the events were read from, stored with them.
+    pub cursor: Option<&'a Cursor>,
 }
 
 /// Whether `purge` also deletes entries still waiting for delivery.
@@ -720,6 +748,55 @@ mod tests {
     fn titles(outbox: &Outbox) -> Vec<String> {
         let entries = outbox.all_pending().unwrap();
         entries.into_iter().map(|e| e.alert.title).collect()
+    }
+
+    fn cursor(offset: u64) -> Cursor {
+        Cursor {
+            source: "/var/log/kubernetes/audit/audit.log".to_owned(),
+            position: Position {
+                file: crate::sources::FileId { dev: 1, ino: 2 },
+                fingerprint: crate::sources::Fingerprint::of(b"{\"auditID\":\"a\"}"),
+                offset,
+            },
+        }
+    }
+
+    #[test]
+    fn a_cursor_is_stored_with_its_batch_and_only_when_the_batch_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let switch = FaultSwitch::new();
+        let outbox = Outbox::open_with_backend(dir.path(), switch.backend()).unwrap();
+        let source = cursor(0).source;
+        assert_eq!(outbox.position(&source).unwrap(), None);
+        // A chunk that raises nothing still moves its position.
+        let quiet = cursor(100);
+        let processed = Processed {
+            cursor: Some(&quiet),
+            ..Processed::default()
+        };
+        outbox.enqueue_batch(&[], &processed, 1).unwrap();
+        assert_eq!(outbox.position(&source).unwrap(), Some(quiet.position));
+        // A failed write moves neither the deliveries nor the position.
+        let loud = cursor(200);
+        let processed = Processed {
+            cursor: Some(&loud),
+            ..Processed::default()
+        };
+        switch.fail_writes();
+        assert!(
+            outbox
+                .enqueue_batch(&[delivery("x")], &processed, 2)
+                .is_err()
+        );
+        switch.heal();
+        let position = eventually("the outbox reopened", || outbox.position(&source).ok());
+        assert_eq!(position, Some(quiet.position));
+        assert!(titles(&outbox).is_empty());
+        eventually("the batch stored on a retry", || {
+            outbox.enqueue_batch(&[delivery("x")], &processed, 3).ok()
+        });
+        assert_eq!(outbox.position(&source).unwrap(), Some(loud.position));
+        assert_eq!(titles(&outbox), ["x"]);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! One audit batch: decode, skip what was already processed, evaluate, admit, store.
+//! One audit batch — a webhook body or a chunk of a followed file's lines: decode, skip
+//! what was already processed, evaluate, admit, store (with the file's position).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -7,10 +8,11 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use super::{ApiError, AppState};
-use crate::audit::{self, DecodeError, Event};
+use crate::audit::{self, DecodeError, Decoded, Event};
 use crate::clock::wall_clock_ms;
 use crate::outbox::{OutboxError, Processed};
 use crate::rules::{Alert, Ruleset, Selection, Staged};
+use crate::sources::Chunk;
 use crate::state::Claim;
 use crate::telemetry;
 
@@ -39,9 +41,17 @@ fn is_zero(n: &usize) -> bool {
     *n == 0
 }
 
+/// What a batch is made of.
+pub(super) enum Input {
+    /// A webhook body: any shape `audit::decode` knows; nothing decodable is a 400.
+    Body(Bytes),
+    /// A followed file's whole lines, each decoded on its own; stored with its cursor.
+    Lines(Chunk),
+}
+
 /// Decodes, evaluates, admits and stores a batch, on the blocking pool, at most
-/// `max_concurrent_batches` at a time.
-pub(super) async fn handle(state: &Arc<AppState>, body: Bytes) -> Result<BatchReply, ApiError> {
+/// `max_concurrent_batches` at a time (webhook bodies and file chunks share the permits).
+pub(super) async fn handle(state: &Arc<AppState>, input: Input) -> Result<BatchReply, ApiError> {
     let permit = state
         .evaluators
         .clone()
@@ -53,23 +63,14 @@ pub(super) async fn handle(state: &Arc<AppState>, body: Bytes) -> Result<BatchRe
     tokio::task::spawn_blocking(move || {
         let _entered = span.enter();
         let _permit = permit;
-        process(&state, &body)
+        process(&state, &input)
     })
     .await
     .map_err(|e| ApiError::Internal(format!("evaluation task failed: {e}")))?
 }
 
-fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
-    let decoded = audit::decode(body);
-    telemetry::decode_errors(decoded.errors.len());
-    for err in &decoded.errors {
-        tracing::warn!(error = %err, "rejected part of a batch");
-    }
-    if decoded.events.is_empty()
-        && let Some(reason) = summarize(&decoded.errors)
-    {
-        return Err(ApiError::BadRequest(reason));
-    }
+fn process(state: &AppState, input: &Input) -> Result<BatchReply, ApiError> {
+    let decoded = decode(input)?;
     let accepted = decoded.events.len();
     telemetry::events_received(accepted);
     let mut events = decoded.events;
@@ -109,6 +110,10 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
             .map(|e| (e.audit_id.as_str(), e.stage.as_str()))
             .collect(),
         remember: state.event_dedup_window,
+        cursor: match input {
+            Input::Body(_) => None,
+            Input::Lines(chunk) => chunk.cursor.as_ref(),
+        },
     };
     let stored = state.pipeline.transact(alerts, now_ms, |admission| {
         state
@@ -122,7 +127,7 @@ fn process(state: &AppState, body: &[u8]) -> Result<BatchReply, ApiError> {
                 remember_uncertain(state, &processed, now_ms, keys);
             }
             release_claims(state, &claimed);
-            tracing::error!(error = %err, "cannot store alerts; the apiserver will retry the batch");
+            tracing::error!(error = %err, "cannot store alerts; the batch will be offered again");
             return Err(ApiError::Unavailable(err.to_string()));
         }
     };
@@ -251,6 +256,58 @@ fn evaluate(
         }
     }
     alerts
+}
+
+/// The batch's events; its bad lines or items are counted and logged. A webhook body in
+/// which nothing decodes is refused (400); a file's lines never are: each bad line costs
+/// only itself.
+fn decode(input: &Input) -> Result<Decoded, ApiError> {
+    let decoded = match input {
+        Input::Body(body) => audit::decode(body),
+        Input::Lines(chunk) => decode_lines(&chunk.lines),
+    };
+    telemetry::decode_errors(decoded.errors.len());
+    for err in &decoded.errors {
+        match input {
+            Input::Body(_) => tracing::warn!(error = %err, "rejected part of a batch"),
+            Input::Lines(chunk) => tracing::warn!(
+                origin = %chunk.origin,
+                offset = chunk.at,
+                error = %err,
+                "skipped a line that is not an audit event (line counted from the offset)"
+            ),
+        }
+    }
+    if let Input::Body(_) = input
+        && decoded.events.is_empty()
+        && let Some(reason) = summarize(&decoded.errors)
+    {
+        return Err(ApiError::BadRequest(reason));
+    }
+    Ok(decoded)
+}
+
+/// Decodes each line on its own, so that a line of another shape (or a torn one) cannot
+/// change how its neighbours are read; positions are counted from the chunk's first line.
+fn decode_lines(lines: &[u8]) -> Decoded {
+    let mut out = Decoded::default();
+    for (i, line) in lines.split(|b| *b == b'\n').enumerate() {
+        if line.trim_ascii().is_empty() {
+            continue;
+        }
+        let mut one = audit::decode(line);
+        for err in &mut one.errors {
+            err.location.line += i;
+        }
+        for origin in &mut one.origins {
+            origin.line += i;
+        }
+        out.events.append(&mut one.events);
+        out.origins.append(&mut one.origins);
+        out.errors.append(&mut one.errors);
+        out.skipped += one.skipped;
+    }
+    out
 }
 
 fn summarize(errors: &[DecodeError]) -> Option<String> {

@@ -1,13 +1,16 @@
-//! Server: the webhook the apiserver POSTs audit batches to.
+//! Server: the webhook the apiserver POSTs audit batches to, and the followed audit log
+//! files beside it.
 //!
 //! Takes connections (plain or TLS), authenticates, reads each body under a size limit, a
 //! deadline and a shared byte budget, bounds the load (429 past it), skips
 //! events already processed, evaluates the rules on a blocking pool behind a semaphore,
 //! admits the alerts through the pipeline and stores them in the outbox before answering.
 //! Reloads scripts and pipeline settings on change. Optionally serves the probes and metrics
-//! on a second, plain-HTTP listener, stopped by the same shutdown. Takes its own settings
+//! on a second, plain-HTTP listener, stopped by the same shutdown. Starts the followers of
+//! `sources` from their stored positions; their chunks take the webhook's batch path and
+//! are stored with their positions; the same shutdown stops them. Takes its own settings
 //! ([`ServeSettings`]) and a reload closure from its caller. Calls `pipeline`, `notify`,
-//! `outbox`, `rules`, `state`, `audit`, `clock`, `secret` and `telemetry`.
+//! `outbox`, `rules`, `state`, `audit`, `sources`, `clock`, `secret` and `telemetry`.
 
 pub mod auth;
 mod batch;
@@ -20,6 +23,7 @@ mod seen;
 mod settings;
 pub mod tls;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -39,6 +43,7 @@ use crate::notify::{Dispatcher, Waker};
 use crate::outbox::{Delivery, Outbox, OutboxError};
 use crate::pipeline::Pipeline;
 use crate::rules::Ruleset;
+use crate::sources::{Chunk, FileSource, Followers, Position, Sink};
 use crate::state::{RedisState, StateSettings};
 use crate::telemetry;
 use auth::AuthSettings;
@@ -107,6 +112,9 @@ pub struct Server {
     dispatcher: Dispatcher,
     drain_timeout: Duration,
     connections: listen::ConnectionSettings,
+    /// Followed files and standard input, with the stored positions of the files.
+    sources: Vec<FileSource>,
+    positions: BTreeMap<String, Position>,
 }
 
 impl Server {
@@ -134,6 +142,7 @@ impl Server {
         telemetry::outbox_healthy(outbox.health().is_healthy());
         let s = &settings.server;
         let seen = remembered(&outbox, s.event_dedup_window, s.event_dedup_max_entries)?;
+        let positions = stored_positions(&outbox, &settings.sources)?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -205,6 +214,8 @@ impl Server {
                 header_read_timeout: s.header_read_timeout,
                 shutdown_timeout: s.shutdown_timeout,
             },
+            sources: settings.sources.clone(),
+            positions,
         })
     }
 
@@ -228,9 +239,10 @@ impl Server {
         self.probes.as_ref().map(|(_, addr)| *addr)
     }
 
-    /// Serves (the webhook, and the probe listener when configured) until `shutdown`
-    /// completes; then both stop accepting and finish in-flight requests, pending budget
-    /// digests are stored, and delivery drains for at most `delivery.drain_timeout`.
+    /// Serves (the webhook, the probe listener when configured, the followed files) until
+    /// `shutdown` completes; then the listeners stop accepting and finish in-flight
+    /// requests, the followers finish the chunk in hand and stop, pending budget digests
+    /// are stored, and delivery drains for at most `delivery.drain_timeout`.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -238,6 +250,12 @@ impl Server {
         let app = routes::router(self.state.clone());
         let ticker = tokio::spawn(ticker(self.state.clone()));
         let watcher = reload::spawn_triggers(self.state.clone());
+        let followers = Followers::start(
+            &self.sources,
+            |key| self.positions.get(key).copied(),
+            &chunk_sink(&self.state),
+            &tokio::runtime::Handle::current(),
+        )?;
         let (stop, stopping) = watch::channel(false);
         let trigger = tokio::spawn(async move {
             shutdown.await;
@@ -260,6 +278,7 @@ impl Server {
             }
         });
         trigger.abort();
+        followers.stop().await;
         ticker.abort();
         if let Some(watcher) = watcher {
             watcher.abort();
@@ -295,6 +314,38 @@ fn remembered(
             .filter_map(|(audit_id, stage)| seen.key(audit_id, stage)),
     );
     Ok(seen)
+}
+
+/// The stored position of each followed file (standard input has none).
+fn stored_positions(
+    outbox: &Outbox,
+    sources: &[FileSource],
+) -> Result<BTreeMap<String, Position>, StartError> {
+    let mut positions = BTreeMap::new();
+    for key in sources.iter().filter_map(FileSource::key) {
+        if let Some(position) = outbox.position(&key)? {
+            positions.insert(key, position);
+        }
+    }
+    Ok(positions)
+}
+
+/// Where the followers hand their chunks: the webhook's batch path; an error (the outbox
+/// unavailable, another replica busy with the events) leaves the chunk to be offered again.
+fn chunk_sink(state: &Arc<AppState>) -> Sink {
+    let state = state.clone();
+    Arc::new(move |chunk: Chunk| {
+        let state = state.clone();
+        Box::pin(async move {
+            let reply = batch::handle(&state, batch::Input::Lines(chunk))
+                .await
+                .map_err(|err| err.to_string())?;
+            if reply.queued > 0 {
+                state.waker.wake();
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Binds the probe listener, returning it with the address it got.

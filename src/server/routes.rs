@@ -267,7 +267,9 @@ async fn process(state: &Arc<AppState>, body: Bytes) -> Result<Json<BatchReply>,
         ));
     }
     let span = tracing::info_span!("batch", bytes = body.len());
-    let reply = batch::handle(state, body).instrument(span).await?;
+    let reply = batch::handle(state, batch::Input::Body(body))
+        .instrument(span)
+        .await?;
     if reply.queued > 0 {
         state.waker.wake();
     }

@@ -9,6 +9,7 @@ use super::auth::AuthSettings;
 use super::tls::TlsSettings;
 use crate::notify::{DeliveryPolicy, Targets};
 use crate::pipeline::PipelineSettings;
+use crate::sources::FileSource;
 use crate::state::StateSettings;
 
 /// Everything `serve` runs with.
@@ -32,6 +33,8 @@ pub struct ServeSettings {
     pub server: ServerSettings,
     /// Where the state shared by replicas lives.
     pub state: StateSettings,
+    /// Audit log files (and standard input) followed beside the webhook.
+    pub sources: Vec<FileSource>,
 }
 
 /// How the webhook takes connections, credentials and load.

@@ -21,6 +21,7 @@ mod docs;
 mod email;
 mod envelopes;
 mod falco_parity;
+mod follow;
 mod r#gen;
 mod gen_kubectl;
 mod gke;

@@ -55,6 +55,7 @@ fn config(slack_url: &str, max_body_bytes: usize, data: &TempDir) -> Config {
             outbox_path: data.path().to_path_buf(),
             server: ServerSettings::default(),
             state: Default::default(),
+            sources: Vec::new(),
         },
     }
 }

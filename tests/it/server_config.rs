@@ -1,9 +1,10 @@
-//! The `[server]` keys of the slow-sender guards and the probe listener: defaults, and
-//! mistakes reported with the file, line and key.
+//! The `[server]` keys of the slow-sender guards and the probe listener, and the followed
+//! files of `[[sources.file]]`: defaults, and mistakes reported with the file, line and key.
 
 use std::time::Duration;
 
 use klaxon::config::{self, ConfigError};
+use klaxon::sources::{FileSource, Input, StartAt};
 use tempfile::TempDir;
 
 /// Loads `[server]` holding `server_keys` (one per line, from line 3 on).
@@ -21,6 +22,12 @@ fn problem_of(server_keys: &str) -> String {
     let err = load(server_keys).expect_err("the config should be refused");
     assert_eq!(err.0.len(), 1, "{err}");
     err.to_string()
+}
+
+/// Asserts that `server_keys` are refused with a problem containing `expected`.
+fn assert_problem(server_keys: &str, expected: &str) {
+    let problem = problem_of(server_keys);
+    assert!(problem.contains(expected), "{problem}");
 }
 
 #[test]
@@ -53,30 +60,56 @@ fn the_new_keys_are_read() {
 
 #[test]
 fn mistakes_name_their_line_and_key() {
-    let problem = problem_of("body_read_timeout = \"0s\"");
-    assert!(
-        problem.contains("klaxon.toml:3: server.body_read_timeout: must be longer than 0s"),
-        "{problem}"
+    assert_problem(
+        "body_read_timeout = \"0s\"",
+        "klaxon.toml:3: server.body_read_timeout: must be longer than 0s",
     );
-    let problem = problem_of("max_body_bytes = 1000\nbody_buffer_bytes = 999");
-    assert!(
-        problem.contains("klaxon.toml:4: server.body_buffer_bytes: 999 is less than"),
-        "{problem}"
+    assert_problem(
+        "max_body_bytes = 1000\nbody_buffer_bytes = 999",
+        "klaxon.toml:4: server.body_buffer_bytes: 999 is less than",
     );
-    let problem = problem_of("probe_listen = \"localhost:8081\"");
-    assert!(
-        problem.contains("klaxon.toml:3: server.probe_listen: `localhost:8081` is not an address"),
-        "{problem}"
+    assert_problem(
+        "probe_listen = \"localhost:8081\"",
+        "klaxon.toml:3: server.probe_listen: `localhost:8081` is not an address",
     );
-    let problem = problem_of("probe_listen = \"127.0.0.1:8080\"");
-    assert!(
-        problem.contains("klaxon.toml:3: server.probe_listen: `127.0.0.1:8080` is server.listen"),
-        "{problem}"
+    assert_problem(
+        "probe_listen = \"127.0.0.1:8080\"",
+        "klaxon.toml:3: server.probe_listen: `127.0.0.1:8080` is server.listen",
     );
     // Like every value toml cannot read: the line, and what was expected.
-    let problem = problem_of("body_read_timeout = \"soon\"");
-    assert!(
-        problem.contains("klaxon.toml:3: invalid value: string \"soon\", expected a duration"),
-        "{problem}"
+    assert_problem(
+        "body_read_timeout = \"soon\"",
+        "klaxon.toml:3: invalid value: string \"soon\", expected a duration",
+    );
+}
+
+/// `[[sources.file]]` reaches the server's settings (`start_at` defaults to the end); a
+/// path followed twice is refused at its line, an unknown `start_at` at its line too.
+#[test]
+fn followed_files_are_read_and_their_mistakes_name_their_line() {
+    let config = load(
+        "[[sources.file]]\npath = \"/var/log/kubernetes/audit/audit.log\"\n[[sources.file]]\npath = \"-\"\nstart_at = \"beginning\"",
+    )
+    .unwrap();
+    assert_eq!(
+        config.serve.sources,
+        [
+            FileSource {
+                input: Input::File("/var/log/kubernetes/audit/audit.log".into()),
+                start_at: StartAt::End,
+            },
+            FileSource {
+                input: Input::Stdin,
+                start_at: StartAt::Beginning,
+            },
+        ]
+    );
+    assert_problem(
+        "[[sources.file]]\npath = \"/a.log\"\n[[sources.file]]\nstart_at = \"end\"\npath = \"/a.log\"",
+        "klaxon.toml:7: sources.file.1.path: `/a.log` is followed twice",
+    );
+    assert_problem(
+        "[[sources.file]]\npath = \"/a.log\"\nstart_at = \"middle\"",
+        "klaxon.toml:5: unknown variant `middle`, expected `end` or `beginning`",
     );
 }

@@ -24,13 +24,32 @@ impl Daemon {
     /// Starts klaxon as [`Daemon::start`] does, listening on `listen` (a restart on the
     /// address the apiserver posts to).
     pub fn start_listening(args: &[&str], envs: &[(&str, &str)], listen: &str) -> Self {
+        Self::spawn(args, &["--listen", listen], envs, Stdio::null())
+    }
+
+    /// Starts klaxon as [`Daemon::start`] does, with `serve_args` after `serve` and its
+    /// standard input from `stdin` (`Stdio::piped()`: write to `child.stdin`).
+    pub fn start_serving(
+        args: &[&str],
+        serve_args: &[&str],
+        envs: &[(&str, &str)],
+        stdin: Stdio,
+    ) -> Self {
+        let mut all = vec!["--listen", "127.0.0.1:0"];
+        all.extend_from_slice(serve_args);
+        Self::spawn(args, &all, envs, stdin)
+    }
+
+    fn spawn(args: &[&str], serve_args: &[&str], envs: &[(&str, &str)], stdin: Stdio) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_klaxon"));
         cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
             .arg("--log-format")
             .arg("json")
             .args(args)
-            .args(["serve", "--listen", listen])
+            .arg("serve")
+            .args(serve_args)
             .env("RUST_LOG", "info")
+            .stdin(stdin)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         for (k, v) in envs {
