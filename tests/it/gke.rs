@@ -47,18 +47,23 @@ fn alerts_of<'a>(alerts: &'a [Alert], rule: &str) -> Vec<&'a Alert> {
 }
 
 #[test]
-fn exec_rule_fires_on_the_last_gke_exec_entry_and_names_its_cluster() {
+fn exec_rule_fires_once_when_the_gke_exec_opens_and_names_its_cluster() {
     let rules = shipped_rules();
     let started = rules.evaluate(mapped(&fixture("exec_first.json")));
-    assert!(
-        alerts_of(&started.alerts, "exec_or_attach").is_empty(),
-        "the first entry is ResponseStarted: {:?}",
+    assert!(started.errors.is_empty(), "{:?}", started.errors);
+    let exec = alerts_of(&started.alerts, "exec_or_attach");
+    assert_eq!(
+        exec.len(),
+        1,
+        "the first entry opens the session: {:?}",
         started.alerts
     );
     let done = rules.evaluate(mapped(&fixture("exec_last.json")));
-    assert!(done.errors.is_empty(), "{:?}", done.errors);
-    let exec = alerts_of(&done.alerts, "exec_or_attach");
-    assert_eq!(exec.len(), 1, "{:?}", done.alerts);
+    assert!(
+        alerts_of(&done.alerts, "exec_or_attach").is_empty(),
+        "the last entry of the same session: {:?}",
+        done.alerts
+    );
     let alert = exec[0];
     assert_eq!(
         alert.title,
@@ -69,13 +74,13 @@ fn exec_rule_fires_on_the_last_gke_exec_entry_and_names_its_cluster() {
         alert.context.audit_id,
         "c3d9e5a1-2b7f-4c6e-8d0a-9f1e3b5c7d24"
     );
-    assert_eq!(alert.context.stage, "ResponseComplete");
+    assert_eq!(alert.context.stage, "ResponseStarted");
     assert_eq!(alert.context.source_ips, ["198.51.100.7"]);
     assert_eq!(
         alert.context.object,
         "pods/exec payments/api-7d9f6c5b8-x2kqp"
     );
-    assert_eq!(alert.context.event_time, "2026-11-30T10:09:47.215068Z");
+    assert_eq!(alert.context.event_time, "2026-11-30T10:02:11.904512Z");
 }
 
 #[test]
