@@ -11,6 +11,7 @@ mod accessors;
 mod architecture;
 mod bench_rules;
 mod cli;
+mod corpora;
 mod crash;
 mod decode;
 mod decode_props;
