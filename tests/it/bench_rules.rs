@@ -51,7 +51,7 @@ fn reports_throughput_and_what_each_rule_cost_on_the_given_events() {
     // One round over the file's events (--duration 0s), with the decoding cost beside it.
     let first = stdout.lines().next().unwrap();
     assert!(
-        first.starts_with(&format!("7 rules on {events} events × 1 rounds in ")),
+        first.starts_with(&format!("15 rules on {events} events × 1 rounds in ")),
         "{first}"
     );
     assert!(
@@ -60,7 +60,7 @@ fn reports_throughput_and_what_each_rule_cost_on_the_given_events() {
     );
     // Every rule has a row; pod_created ran on every pod creation and alerted on each.
     let rows: Vec<&str> = stdout.lines().skip(2).collect();
-    assert_eq!(rows.len(), 7, "{stdout}");
+    assert_eq!(rows.len(), 15, "{stdout}");
     let pod_created = pod_created_row(&stdout);
     assert_eq!(pod_created[1], "100.0%", "{stdout}");
     assert_eq!(pod_created[2], "yes");
@@ -93,7 +93,7 @@ fn batches_one_per_line_from_stdin_count_every_event() {
     assert!(output.status.success(), "{output:?}");
     let stdout = String::from_utf8(output.stdout).unwrap();
     assert!(
-        stdout.starts_with(&format!("7 rules on {} events × 1 rounds", events.len())),
+        stdout.starts_with(&format!("15 rules on {} events × 1 rounds", events.len())),
         "{stdout}"
     );
     let row = pod_created_row(&stdout);

@@ -368,29 +368,61 @@ fn the_scripts_configmap_holds_the_shipped_scripts() {
     let data = find(&objects, "ConfigMap", "klaxon-scripts")["data"]
         .as_object()
         .unwrap();
-    let mut shipped: Vec<PathBuf> = std::fs::read_dir(root().join("scripts"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
-        .collect();
+    // Rules by their file name; modules of scripts/lib as `lib.NAME.rhai` (a key has no "/").
+    let mut shipped: Vec<(String, PathBuf)> = Vec::new();
+    for (dir, prefix) in [("scripts", ""), ("scripts/lib", "lib.")] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "rhai") {
+                let name = path.file_name().unwrap().to_string_lossy();
+                shipped.push((format!("{prefix}{name}"), path));
+            }
+        }
+    }
     shipped.sort();
-    let names: Vec<String> = shipped
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let names: Vec<&String> = shipped.iter().map(|(name, _)| name).collect();
     assert_eq!(
-        data.keys().cloned().collect::<Vec<_>>(),
+        data.keys().collect::<Vec<_>>(),
         names,
-        "regenerate scripts-configmap.yaml's data: \
-         kubectl create configmap klaxon-scripts --from-file=scripts/NAME.rhai ... -o yaml"
+        "regenerate scripts-configmap.yaml's data: one key per scripts/NAME.rhai and per \
+         scripts/lib/NAME.rhai (as lib.NAME.rhai), each file byte for byte"
     );
-    for (name, path) in names.iter().zip(&shipped) {
+    for (name, path) in &shipped {
         assert_eq!(
             data[name].as_str().unwrap(),
             std::fs::read_to_string(path).unwrap(),
-            "scripts-configmap.yaml: {name} differs from scripts/{name}"
+            "scripts-configmap.yaml: {name} differs from {}",
+            path.display()
         );
     }
+    // The Deployment mounts every key, the modules under lib/ where `import` finds them.
+    let deployment = decode(&k8s("deployment.yaml"), None);
+    let volumes = find(&deployment, "Deployment", "klaxon")["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let scripts = volumes.iter().find(|v| v["name"] == "scripts").unwrap();
+    let items: Vec<(String, String)> = scripts["configMap"]["items"]
+        .as_array()
+        .expect("the scripts volume lists its items")
+        .iter()
+        .map(|i| {
+            (
+                i["key"].as_str().unwrap().to_owned(),
+                i["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = names
+        .iter()
+        .map(|n| {
+            let path = n
+                .strip_prefix("lib.")
+                .map_or(n.to_string(), |m| format!("lib/{m}"));
+            (n.to_string(), path)
+        })
+        .collect();
+    assert_eq!(items, expected, "deployment.yaml's scripts volume items");
 }
 
 fn in_cidr(ip: Ipv4Addr, cidr: &str) -> bool {
