@@ -535,6 +535,64 @@ fn falco_lists_grow_from_the_config_as_with_append() {
     );
 }
 
+/// Disallowed K8s User allows the managed-cluster principals (not a Falco list) unless
+/// `falco_allow_managed_k8s_users = false`; both of its lists grow from settings.
+#[test]
+fn managed_cluster_principals_are_allowed_and_configurable() {
+    let with = |settings: &[(&str, serde_json::Value)]| {
+        let mut pack = load_pack();
+        pack.set_settings(
+            &settings
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        );
+        pack
+    };
+    let fired = |pack: &Ruleset, user: &str| {
+        let ev = Ev {
+            user,
+            verb: "get",
+            code: 200,
+            ..Ev::default()
+        };
+        ev.counts(pack)
+            .get("Disallowed K8s User")
+            .copied()
+            .unwrap_or(0)
+    };
+    let default = load_pack();
+    for user in [
+        "eks:network-policy-controller",
+        "aksService",
+        "masterclient",
+    ] {
+        assert_eq!(fired(&default, user), 0, "{user}");
+    }
+    assert_eq!(fired(&default, "eksadmin"), 1, "a prefix, not a substring");
+
+    let falco_only = with(&[("falco_allow_managed_k8s_users", serde_json::json!(false))]);
+    assert_eq!(fired(&falco_only, "eks:network-policy-controller"), 1);
+    assert_eq!(fired(&falco_only, "aksService"), 1);
+    assert_eq!(
+        fired(&falco_only, "eks:node-manager"),
+        0,
+        "Falco's own EKS list"
+    );
+
+    let grown = with(&[
+        ("falco_managed_k8s_users", serde_json::json!(["gke-robot"])),
+        (
+            "falco_allowed_k8s_user_prefixes",
+            serde_json::json!(["ci:"]),
+        ),
+    ]);
+    assert_eq!(fired(&grown, "gke-robot"), 0);
+    assert_eq!(fired(&grown, "ci:deployer"), 0);
+    assert_eq!(fired(&grown, "eks:network-policy-controller"), 0);
+    assert_eq!(fired(&grown, "bob"), 1);
+}
+
 /// A v1 audit event for the synthetic cases below.
 struct Ev<'a> {
     stage: &'a str,
@@ -874,6 +932,20 @@ fn synthetic_events_exercise_every_rule_body() {
             },
             "Untrusted Node Successfully Joined the Cluster",
             1,
+        ),
+        (
+            "a request proxied to a node is not a node joined",
+            Ev {
+                resource: "nodes",
+                subresource: "proxy",
+                namespace: "",
+                name: "n1",
+                code: 200,
+                uri: "/api/v1/nodes/n1/proxy/configz",
+                ..Ev::default()
+            },
+            "Untrusted Node Successfully Joined the Cluster",
+            0,
         ),
         (
             "node failed to join",

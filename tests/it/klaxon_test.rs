@@ -1,4 +1,4 @@
-//! `klaxon test` as a process: the shipped scripts' test files all pass; a failing case
+//! `klaxon test` as a process: the shipped scripts' and the Falco pack's test files all pass; a failing case
 //! exits non-zero with the expected and actual alerts; a broken test file names its line.
 
 use std::path::Path;
@@ -38,6 +38,21 @@ fn the_shipped_scripts_tests_pass() {
         .assert()
         .success()
         .stdout(contains("test result: ok."))
+        .stdout(predicate::str::is_match(r"(?m)^[1-9]\d* passed, 0 failed$").unwrap());
+}
+
+#[test]
+fn the_falco_packs_tests_pass() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    klaxon(repo)
+        .args(["--scripts", "examples/rules/falco", "test"])
+        .assert()
+        .success()
+        .stdout(contains(
+            "subresources.test.toml :: a kubelet's TokenRequest",
+        ))
+        .stdout(contains("refused.test.toml :: "))
+        .stdout(contains("disallowed_k8s_user.test.toml :: "))
         .stdout(predicate::str::is_match(r"(?m)^[1-9]\d* passed, 0 failed$").unwrap());
 }
 
