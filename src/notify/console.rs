@@ -40,6 +40,9 @@ fn human(alert: &Alert) -> String {
     for (key, value) in &alert.fields {
         let _ = write!(out, "\n    {key:<width$}  {value}");
     }
+    if !alert.attack.is_empty() {
+        let _ = write!(out, "\n    ATT&CK {}", alert.attack.join(", "));
+    }
     let mut user = c.user.clone();
     if !c.impersonated_user.is_empty() {
         user = format!("{user} as {}", c.impersonated_user);

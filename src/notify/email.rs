@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::template::Template;
 use super::{Notice, SendError, truncate};
-use crate::rules::{Alert, Severity};
+use crate::rules::{Alert, Severity, technique_url};
 use crate::secret::Secret;
 
 /// How the SMTP connection is secured.
@@ -241,6 +241,16 @@ pub fn message(settings: &EmailSettings, notice: &Notice) -> Result<Message, Sen
     let mut rules: Vec<&str> = notice.alerts.iter().map(|a| a.rule.as_str()).collect();
     rules.sort_unstable();
     rules.dedup();
+    let mut attack: Vec<&str> = notice
+        .alerts
+        .iter()
+        .flat_map(|a| a.attack.iter().map(String::as_str))
+        .collect();
+    attack.sort_unstable();
+    attack.dedup();
+    if !attack.is_empty() {
+        builder = builder.raw_header(header("X-Klaxon-Attack", attack.join(", ")));
+    }
     builder = builder
         .raw_header(header("X-Klaxon-Rule", rules.join(", ")))
         .raw_header(header("X-Klaxon-Severity", notice.severity().to_string()))
@@ -296,6 +306,7 @@ fn context_rows(alert: &Alert) -> Vec<(&'static str, String)> {
     }
     let rows = [
         ("Rule", alert.rule.clone()),
+        ("ATT&CK", alert.attack.join(", ")),
         ("Action", format!("{} {}", c.verb, c.object)),
         ("User", user),
         ("Source IPs", c.source_ips.join(", ")),
@@ -389,16 +400,48 @@ const TH_STYLE: &str =
 const TD_STYLE: &str = "vertical-align:top;padding:2px 0;white-space:pre-wrap";
 
 fn html_table(out: &mut String, rows: impl IntoIterator<Item = (String, String)>) {
+    html_table_of(out, rows.into_iter().map(|(k, v)| (k, escape_html(&v))));
+}
+
+/// A table whose values are HTML already (escaped by the caller).
+fn html_table_of(out: &mut String, rows: impl IntoIterator<Item = (String, String)>) {
     let _ = writeln!(out, "<table style=\"{TABLE_STYLE}\">");
-    for (key, value) in rows {
+    for (key, html) in rows {
         let _ = writeln!(
             out,
-            "<tr><th style=\"{TH_STYLE}\">{}</th><td style=\"{TD_STYLE}\">{}</td></tr>",
+            "<tr><th style=\"{TH_STYLE}\">{}</th><td style=\"{TD_STYLE}\">{html}</td></tr>",
             escape_html(&key),
-            escape_html(&value)
         );
     }
     out.push_str("</table>\n");
+}
+
+/// The context rows as HTML: ATT&CK technique IDs link to their pages on attack.mitre.org.
+fn html_context_rows(alert: &Alert) -> Vec<(String, String)> {
+    context_rows(alert)
+        .into_iter()
+        .map(|(key, value)| {
+            let html = if key == "ATT&CK" {
+                attack_links(&alert.attack)
+            } else {
+                escape_html(&value)
+            };
+            (key.to_owned(), html)
+        })
+        .collect()
+}
+
+fn attack_links(ids: &[String]) -> String {
+    ids.iter()
+        .map(|id| {
+            format!(
+                "<a href=\"{}\">{}</a>",
+                escape_html(&technique_url(id)),
+                escape_html(id)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The text/html part; everything that comes from an alert is escaped.
@@ -443,12 +486,7 @@ fn html_body(notice: &Notice, subject: &str) -> String {
                 alert.fields.iter().map(|(k, v)| (k.clone(), v.clone())),
             );
         }
-        html_table(
-            &mut out,
-            context_rows(alert)
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v)),
-        );
+        html_table_of(&mut out, html_context_rows(alert));
         if alert.suppressed > 0 {
             let _ = writeln!(out, "<p><em>{}</em></p>", suppressed_line(alert.suppressed));
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::{SendError, truncate};
-use crate::rules::Alert;
+use crate::rules::{Alert, technique_url};
 use crate::secret::Secret;
 
 /// Slack's documented Block Kit limits.
@@ -101,6 +101,9 @@ fn digest(notice: &super::Notice, alerts: &[Alert]) -> Value {
             "\n_{} {} by {} · {}_",
             c.verb, c.object, c.user, c.event_time
         ));
+        if !alert.attack.is_empty() {
+            text.push_str(&format!(" · ATT&CK {}", alert.attack.join(", ")));
+        }
         if alert.suppressed > 0 {
             text.push_str(&format!(" · {} similar suppressed", alert.suppressed));
         }
@@ -164,12 +167,31 @@ fn context_elements(alert: &Alert) -> Vec<Value> {
             String::new()
         },
     ];
-    parts
+    let mut elements: Vec<Value> = parts
         .iter()
         .filter(|p| !p.trim().is_empty())
-        .take(limits::CONTEXT_ELEMENTS)
         .map(|p| mrkdwn(p, limits::SECTION_CHARS))
-        .collect()
+        .collect();
+    if let Some(attack) = attack_element(alert) {
+        elements.insert(1, attack);
+    }
+    elements.truncate(limits::CONTEXT_ELEMENTS);
+    elements
+}
+
+/// `ATT&CK T1609, T1611`, each ID a link to its page on attack.mitre.org; `None` when the
+/// rule declares no technique.
+fn attack_element(alert: &Alert) -> Option<Value> {
+    if alert.attack.is_empty() {
+        return None;
+    }
+    let links: Vec<String> = alert
+        .attack
+        .iter()
+        .map(|id| format!("<{}|{}>", technique_url(id), escape(id)))
+        .collect();
+    let text = format!("ATT&amp;CK {}", links.join(", "));
+    Some(json!({ "type": "mrkdwn", "text": truncate(&text, limits::SECTION_CHARS) }))
 }
 
 /// POSTs one message to the webhook; Slack answers 200 `ok` on success.

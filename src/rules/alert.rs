@@ -159,6 +159,9 @@ impl AlertContext {
 pub struct Alert {
     /// The rule (script file stem) that raised it.
     pub rule: String,
+    /// The MITRE ATT&CK technique IDs its rule declares (`const ATTACK`), e.g. `T1609`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attack: Vec<String>,
     /// How urgent it is.
     pub severity: Severity,
     /// One-line summary; required.
@@ -193,6 +196,7 @@ impl Alert {
     pub fn new(rule: &str, title: &str) -> Self {
         Self {
             rule: rule.to_owned(),
+            attack: Vec::new(),
             severity: Severity::Info,
             title: title.to_owned(),
             text: String::new(),
@@ -268,10 +272,12 @@ impl AlertSpec {
         Ok(spec)
     }
 
-    /// Turns the spec into an alert of `rule` with the given context.
-    pub(crate) fn into_alert(self, rule: &str, context: AlertContext) -> Alert {
+    /// Turns the spec into an alert of `rule` (its name and ATT&CK techniques) with the
+    /// given context.
+    pub(crate) fn into_alert(self, rule: &super::Rule, context: AlertContext) -> Alert {
         Alert {
-            rule: rule.to_owned(),
+            rule: rule.name().to_owned(),
+            attack: rule.attack().to_vec(),
             severity: self.severity,
             title: self.title,
             text: self.text,

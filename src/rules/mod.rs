@@ -6,6 +6,7 @@
 
 mod alert;
 mod api;
+mod attack;
 mod glob;
 mod index;
 mod modules;
@@ -14,6 +15,7 @@ mod sightings;
 
 pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
 pub use api::{EVENT_ACCESSORS, ScriptEvent, is_system_user, json_to_dynamic};
+pub use attack::{ATTACK_CONST, is_technique_id, technique_url};
 pub use glob::glob_match;
 pub use index::{MATCH_CONST, MATCH_KEYS, RuleFilter, RuleIndex};
 pub use modules::MODULE_DIR;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::alert::{Alert, AlertContext};
 use super::api::{self, ScriptEvent, runtime};
+use super::attack::attack_declaration;
 use super::index::{MATCH_CONST, RuleFilter, RuleIndex};
 use super::sightings::{Sightings, Staged};
 use crate::audit::Event;
@@ -178,6 +179,7 @@ pub struct Rule {
     path: PathBuf,
     ast: AST,
     filters: Option<Vec<RuleFilter>>,
+    attack: Vec<String>,
 }
 
 impl Rule {
@@ -196,6 +198,23 @@ impl Rule {
     pub fn filters(&self) -> Option<&[RuleFilter]> {
         self.filters.as_deref()
     }
+
+    /// The MITRE ATT&CK technique IDs the script declares (`const ATTACK`), in the order
+    /// written; empty when it declares none.
+    pub fn attack(&self) -> &[String] {
+        &self.attack
+    }
+}
+
+/// A script's declarations: what it can match and its ATT&CK techniques.
+type Declarations = (Option<Vec<RuleFilter>>, Vec<String>);
+
+/// Reads the script's `MATCH` and `ATTACK` declarations; an error carries its position
+/// when it has one.
+fn declarations(ast: &AST, text: &str) -> Result<Declarations, (Option<(usize, usize)>, String)> {
+    let filters = match_declaration(ast, text).map_err(|message| (None, message))?;
+    let attack = attack_declaration(ast, text).map_err(|e| (e.position, e.message))?;
+    Ok((filters, attack))
 }
 
 /// Reads the script's `const MATCH = #{…};` (or `[#{…}, …]`) declaration, if it has one.
@@ -349,16 +368,17 @@ impl Ruleset {
             match engine.compile_into_self_contained(&scope, &source.text) {
                 Ok(mut ast) => {
                     ast.set_source(source.path.to_string_lossy().as_ref());
-                    match match_declaration(&ast, &source.text) {
-                        Ok(filters) => rules.push(Rule {
+                    match declarations(&ast, &source.text) {
+                        Ok((filters, attack)) => rules.push(Rule {
                             name: source.name.into(),
                             path: source.path,
                             ast,
                             filters,
+                            attack,
                         }),
-                        Err(message) => errors.push(LoadError {
+                        Err((position, message)) => errors.push(LoadError {
                             path: source.path,
-                            position: None,
+                            position,
                             message,
                         }),
                     }
@@ -519,7 +539,7 @@ impl Ruleset {
                 out.alerts.extend(
                     specs
                         .into_iter()
-                        .map(|spec| spec.into_alert(&rule.name, context.clone())),
+                        .map(|spec| spec.into_alert(rule, context.clone())),
                 );
             }
             if let Err(err) = result {

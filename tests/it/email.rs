@@ -19,6 +19,7 @@ use support::smtp::{Mail, Pki, Received, ServerOptions, SmtpServer};
 fn alert(title: &str, audit_id: &str) -> Alert {
     Alert {
         rule: "exec-into-pod".to_owned(),
+        attack: vec!["T1609".to_owned(), "T1552.007".to_owned()],
         severity: Severity::Warning,
         title: title.to_owned(),
         text: "Someone opened a shell\nin a production pod.".to_owned(),
@@ -142,6 +143,7 @@ async fn plain_delivery_has_headers_and_both_parts_with_the_alert() {
     );
     assert_eq!(mail.header("X-Klaxon-Rule").unwrap(), "exec-into-pod");
     assert_eq!(mail.header("X-Klaxon-Severity").unwrap(), "warning");
+    assert_eq!(mail.header("X-Klaxon-Attack").unwrap(), "T1552.007, T1609");
     assert!(
         mail.header("Message-ID")
             .unwrap()
@@ -155,6 +157,7 @@ async fn plain_delivery_has_headers_and_both_parts_with_the_alert() {
         "container: web",
         "command: /bin/sh -c 'id && cat /etc/passwd'",
         "Rule: exec-into-pod",
+        "ATT&CK: T1609, T1552.007",
         "Action: create pods/exec payments/web-7d9f",
         "User: alice@example.com (as system:admin)",
         "Source IPs: 10.0.0.7, 192.0.2.10",
@@ -181,6 +184,10 @@ async fn plain_delivery_has_headers_and_both_parts_with_the_alert() {
         ">2024-05-01T12:00:00.123456Z</td>",
         ">audit-1</td>",
         "4 similar alerts suppressed",
+        // Each technique links to its page; a sub-technique to its own.
+        ">ATT&amp;CK</th>",
+        "<a href=\"https://attack.mitre.org/techniques/T1609/\">T1609</a>, \
+         <a href=\"https://attack.mitre.org/techniques/T1552/007/\">T1552.007</a></td>",
     ] {
         assert!(
             html.contains(expected),
@@ -613,4 +620,23 @@ fn a_sender_used_in_a_runtime_can_be_dropped_outside_it() {
     drop(runtime);
     // The pool holds a connection; dropping it here, with no runtime, must not panic.
     drop(sender);
+}
+
+#[tokio::test]
+async fn an_alert_without_techniques_has_no_attack_row_or_header() {
+    let mut server = SmtpServer::start(ServerOptions::plain()).await;
+    let mut bare = alert("Shell opened in payments/web-7d9f", "audit-9");
+    bare.attack.clear();
+    send(
+        settings(server.port(), SmtpSecurity::None),
+        &Notice::single("mail", bare),
+    )
+    .await
+    .unwrap();
+    let received = server.next_message().await;
+    let (mail, text, html) = parts(&received);
+    assert_eq!(mail.header("X-Klaxon-Attack"), None);
+    assert!(!text.contains("ATT&CK"), "{text}");
+    assert!(!html.contains("ATT&amp;CK"), "{html}");
+    assert!(text.contains("Rule: exec-into-pod"), "{text}");
 }

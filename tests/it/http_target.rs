@@ -25,6 +25,7 @@ const PAYLOAD_MD: &str = include_str!("../../docs/PAYLOAD.md");
 fn full_alert() -> Alert {
     Alert {
         rule: "exec-into-pod".to_owned(),
+        attack: vec!["T1609".to_owned()],
         severity: Severity::Warning,
         title: "alice exec'd into payments/web-7d9f".to_owned(),
         text: "`kubectl exec` into a running pod in *payments*".to_owned(),

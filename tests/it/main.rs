@@ -18,6 +18,7 @@ mod decode_props;
 mod delivery;
 mod delivery_model;
 mod deploy_manifests;
+mod detections;
 mod docs;
 mod email;
 mod envelopes;

@@ -134,3 +134,51 @@ async fn a_large_digest_stays_within_50_blocks_with_and_n_more() {
         .unwrap();
     assert_eq!(stand_in.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn techniques_are_a_context_element_linking_to_attack_and_slack_accepts_it() {
+    let stand_in = SlackStandIn::start().await;
+    let mut tagged = alert("Privileged pod created", "short", 2);
+    tagged.attack = vec!["T1610".to_owned(), "T1552.007".to_owned()];
+    let message = slack::message(&tagged);
+    let blocks = message["blocks"].as_array().unwrap();
+    let context = blocks.last().unwrap()["elements"].as_array().unwrap();
+    assert_eq!(context[0]["text"], "rule *big* · critical");
+    assert_eq!(
+        context[1]["text"],
+        "ATT&amp;CK <https://attack.mitre.org/techniques/T1610/|T1610>, \
+         <https://attack.mitre.org/techniques/T1552/007/|T1552.007>"
+    );
+    assert_eq!(context[1]["type"], "mrkdwn");
+    slack::send(&reqwest::Client::new(), &settings(stand_in.url()), &message)
+        .await
+        .unwrap();
+    assert!(
+        stand_in.rejections().is_empty(),
+        "{:?}",
+        stand_in.rejections()
+    );
+
+    // No techniques, no element.
+    let untagged = slack::message(&alert("Pod created", "short", 2));
+    let elements = untagged["blocks"].as_array().unwrap().last().unwrap()["elements"].to_string();
+    assert!(!elements.contains("ATT&amp;CK"), "{elements}");
+
+    // A digest names each alert's techniques on its line.
+    let notice = klaxon::notify::Notice {
+        target: "slack".to_owned(),
+        group_key: "g".to_owned(),
+        alerts: vec![tagged, alert("Pod created", "short", 0)],
+    };
+    let digest = slack::notice_message(&notice);
+    let lines = digest["blocks"].as_array().unwrap();
+    assert!(
+        lines[1]["text"]["text"]
+            .as_str()
+            .unwrap()
+            .ends_with("· ATT&amp;CK T1610, T1552.007"),
+        "{}",
+        lines[1]
+    );
+    assert!(!lines[2].to_string().contains("ATT&amp;CK"), "{}", lines[2]);
+}
