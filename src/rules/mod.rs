@@ -13,7 +13,11 @@ mod ruleset;
 mod sightings;
 
 pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
-pub use api::{EVENT_ACCESSORS, ScriptEvent, is_system_user, json_to_dynamic};
+pub use api::{
+    CLUSTER_NETWORKS, Cidr, CidrError, EVENT_ACCESSORS, PRIVATE_NETWORKS, ScriptEvent,
+    SettingProblem, TRUSTED_PRINCIPALS, is_private_ip, is_system_user, json_to_dynamic,
+    settings_problems,
+};
 pub use glob::glob_match;
 pub use index::{MATCH_CONST, MATCH_KEYS, RuleFilter, RuleIndex};
 pub use modules::MODULE_DIR;
