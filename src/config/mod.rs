@@ -29,7 +29,7 @@ pub use sources::{LoadError, Sources, rules};
 use crate::clock::parse_time_ms;
 use crate::notify::{DeliveryPolicy, Target, Targets};
 use crate::pipeline::{PipelineSettings, RulePolicy, Silence};
-use crate::rules::ScriptLimits;
+use crate::rules::{ScriptLimits, settings_problems};
 use crate::server::auth::AuthSettings;
 use crate::server::tls::{ClientAuth, TlsSettings};
 use crate::server::{ServeSettings, ServerSettings};
@@ -269,6 +269,7 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
             "name at least one scripts directory".to_owned(),
         );
     }
+    let script_settings = validate_script_settings(&raw.scripts.settings, &mut problem);
     let targets = validate_targets(&raw, &mut problem);
     let server = validate_server(&raw, &mut problem);
     let state = validate_state(&raw.state, &mut problem);
@@ -350,12 +351,7 @@ fn validate(raw: RawConfig, sources: &SourceMap) -> Result<Config, ConfigError> 
         cluster_name: raw.cluster_name,
         script_dirs: raw.scripts.dirs,
         limits: raw.scripts.limits,
-        script_settings: raw
-            .scripts
-            .settings
-            .into_iter()
-            .map(|(k, v)| (k, serde_json::to_value(v).unwrap_or_default()))
-            .collect(),
+        script_settings,
         serve: ServeSettings {
             listen,
             max_body_bytes: raw.server.max_body_bytes,
@@ -673,6 +669,22 @@ fn probe_listen(s: &RawServer, problem: &mut impl FnMut(&str, String)) -> Option
             None
         }
     }
+}
+
+/// `[scripts.settings]` as JSON values, with the problems of the settings klaxon gives a
+/// meaning to (`cluster_networks`, `trusted_principals`).
+fn validate_script_settings(
+    settings: &BTreeMap<String, toml::Value>,
+    problem: &mut impl FnMut(&str, String),
+) -> BTreeMap<String, serde_json::Value> {
+    let settings = settings
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default()))
+        .collect();
+    for p in settings_problems(&settings) {
+        problem(&format!("scripts.settings.{}", p.name), p.message);
+    }
+    settings
 }
 
 /// Every target resolved and paced; a fallback must lead to a usable target.

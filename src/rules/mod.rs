@@ -14,7 +14,11 @@ mod ruleset;
 mod sightings;
 
 pub use alert::{ALERT_FIELDS, Alert, AlertContext, Severity};
-pub use api::{EVENT_ACCESSORS, ScriptEvent, is_system_user, json_to_dynamic};
+pub use api::{
+    CLUSTER_NETWORKS, Cidr, CidrError, EVENT_ACCESSORS, PRIVATE_NETWORKS, ScriptEvent,
+    SettingProblem, TRUSTED_PRINCIPALS, is_private_ip, is_system_user, json_to_dynamic,
+    settings_problems,
+};
 pub use attack::{ATTACK_CONST, is_technique_id, technique_url};
 pub use glob::glob_match;
 pub use index::{MATCH_CONST, MATCH_KEYS, RuleFilter, RuleIndex};

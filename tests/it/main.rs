@@ -33,6 +33,7 @@ mod ingest;
 mod klaxon_test;
 mod list_helpers;
 mod modules;
+mod net_helpers;
 mod pipeline;
 mod probes;
 mod redis_state;

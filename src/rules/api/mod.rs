@@ -1,6 +1,6 @@
 //! The script API: everything klaxon registers on the engine for scripts. The typed `event`
 //! and its sub-records (`event.rs`, `records.rs`), helpers by subject (`pod.rs`, `rbac.rs`,
-//! `uri.rs`, `text.rs`, `falco.rs`), and what a running script reaches beyond its event —
+//! `uri.rs`, `text.rs`, `net.rs` for addresses, networks and trusted principals, `falco.rs`), and what a running script reaches beyond its event —
 //! `alert`, the stateful helpers, settings, logging (`runtime.rs`).
 //!
 //! Each file declares its script functions in a Rhai plugin module (`#[export_module] mod
@@ -14,6 +14,7 @@
 mod convert;
 mod event;
 mod falco;
+mod net;
 mod pod;
 mod rbac;
 mod records;
@@ -26,6 +27,10 @@ use rhai::{Engine, Module};
 
 pub use convert::json_to_dynamic;
 pub use event::{EVENT_ACCESSORS, ScriptEvent};
+pub use net::{
+    CLUSTER_NETWORKS, Cidr, CidrError, PRIVATE_NETWORKS, SettingProblem, TRUSTED_PRINCIPALS,
+    is_private_ip, settings_problems,
+};
 pub use text::is_system_user;
 
 /// Registers the event types, their accessors, the helper functions and the runtime
@@ -41,6 +46,7 @@ pub(crate) fn register(engine: &mut Engine) {
     combine_with_exported_module!(&mut module, "pod", pod::functions);
     combine_with_exported_module!(&mut module, "rbac", rbac::functions);
     combine_with_exported_module!(&mut module, "text", text::functions);
+    combine_with_exported_module!(&mut module, "net", net::functions);
     combine_with_exported_module!(&mut module, "falco", falco::functions);
     engine.register_global_module(module.into());
     runtime::register_hooks(engine);

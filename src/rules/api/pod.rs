@@ -1,5 +1,6 @@
 //! Pod-spec helpers on `event`: containers (regular, init and ephemeral), their images,
-//! privileged containers, host namespaces and hostPath mounts; and `image_repository`.
+//! privileged containers, added capabilities, host namespaces and hostPath mounts; and
+//! `image_repository`.
 //! The pod spec is found in Pods, workload templates and CronJobs.
 //!
 //! Owns the pod-spec lookup; calls `event`.
@@ -8,7 +9,7 @@ use rhai::plugin::*;
 use rhai::{Array, EvalAltResult, ImmutableString};
 use serde_json::Value;
 
-use super::convert::{dyn_text, json_to_dynamic, text};
+use super::convert::{dyn_text, json_to_dynamic, strings, text};
 use super::event::ScriptEvent;
 
 /// The pod spec's container lists, as named in the Pod API.
@@ -64,6 +65,14 @@ pub(super) mod functions {
     #[rhai_fn(pure)]
     pub fn host_ipc(e: &mut Event) -> bool {
         spec_flag(e, "hostIPC")
+    }
+
+    /// The capabilities the containers add (`securityContext.capabilities.add`, init and
+    /// ephemeral included): upper-cased, without a `CAP_` prefix, each once, in order;
+    /// `ALL` (every capability) stays `ALL`.
+    #[rhai_fn(pure)]
+    pub fn capabilities_added(e: &mut Event) -> Array {
+        super::capabilities_added(e)
     }
 
     /// The `hostPath.path` of every volume of the pod spec.
@@ -135,6 +144,26 @@ fn privileged(e: &ScriptEvent) -> bool {
             .and_then(Value::as_bool)
             .unwrap_or(false)
     })
+}
+
+/// `event.capabilities_added()`: every container's added capabilities, as the container
+/// runtime reads them (containerd and CRI-O upper-case them and add the `CAP_` prefix),
+/// each once, in order of first appearance.
+fn capabilities_added(e: &ScriptEvent) -> Array {
+    let mut names: Vec<String> = Vec::new();
+    let added = containers(e)
+        .filter_map(|c| c.pointer("/securityContext/capabilities/add"))
+        .filter_map(Value::as_array)
+        .flatten()
+        .filter_map(Value::as_str);
+    for cap in added {
+        let upper = cap.trim().to_ascii_uppercase();
+        let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+        if !name.is_empty() && !names.iter().any(|n| n == name) {
+            names.push(name.to_owned());
+        }
+    }
+    strings(&names)
 }
 
 /// A boolean field of the pod spec (`hostNetwork`, …), false when absent.

@@ -262,23 +262,32 @@ fn setting_list(
     name: &str,
     defaults: Array,
 ) -> Result<Array, Box<EvalAltResult>> {
-    let Some(extra) = setting_value(name) else {
+    let Some(extra) = setting_strings(name).map_err(|mut err| {
+        err.set_position(ctx.call_position());
+        err
+    })?
+    else {
         return Ok(defaults);
     };
-    let wrong = |what: String| {
-        EvalAltResult::ErrorRuntime(
-            format!("setting {name} must be an array of strings, not {what}").into(),
-            ctx.call_position(),
-        )
+    let mut list = defaults;
+    list.extend(extra);
+    Ok(list)
+}
+
+/// The setting `name` when it is set: an array of strings, else a script error naming it.
+pub(super) fn setting_strings(name: &str) -> Result<Option<Array>, Box<EvalAltResult>> {
+    let Some(value) = setting_value(name) else {
+        return Ok(None);
     };
-    let type_name = extra.type_name();
-    let items = extra
+    let wrong = |what: String| -> Box<EvalAltResult> {
+        format!("setting {name} must be an array of strings, not {what}").into()
+    };
+    let type_name = value.type_name();
+    let items = value
         .try_cast::<Array>()
         .ok_or_else(|| wrong(type_name.to_owned()))?;
     if let Some(item) = items.iter().find(|item| !item.is_string()) {
-        return Err(wrong(format!("an array holding {}", item.type_name())).into());
+        return Err(wrong(format!("an array holding {}", item.type_name())));
     }
-    let mut list = defaults;
-    list.extend(items);
-    Ok(list)
+    Ok(Some(items))
 }
