@@ -9,6 +9,7 @@ mod api;
 mod glob;
 mod index;
 mod modules;
+mod needs;
 mod ruleset;
 mod sightings;
 
@@ -17,6 +18,7 @@ pub use api::{EVENT_ACCESSORS, ScriptEvent, is_system_user, json_to_dynamic};
 pub use glob::glob_match;
 pub use index::{MATCH_CONST, MATCH_KEYS, RuleFilter, RuleIndex};
 pub use modules::MODULE_DIR;
+pub use needs::{DEFAULT_STAGES, LEVEL_CONST};
 pub use ruleset::{
     Evaluation, LoadError, LoadErrors, Rule, RuleRun, Ruleset, ScriptError, ScriptLimits,
     ScriptSource, Selection,

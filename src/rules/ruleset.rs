@@ -13,8 +13,10 @@ use serde::{Deserialize, Serialize};
 use super::alert::{Alert, AlertContext};
 use super::api::{self, ScriptEvent, runtime};
 use super::index::{MATCH_CONST, RuleFilter, RuleIndex};
+use super::needs;
 use super::sightings::{Sightings, Staged};
 use crate::audit::Event;
+use crate::audit::policy::{Level, Need};
 
 /// Sandbox limits for every script run; each is per run of one script on one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,6 +180,7 @@ pub struct Rule {
     path: PathBuf,
     ast: AST,
     filters: Option<Vec<RuleFilter>>,
+    level: Level,
 }
 
 impl Rule {
@@ -195,6 +198,11 @@ impl Rule {
     /// event.
     pub fn filters(&self) -> Option<&[RuleFilter]> {
         self.filters.as_deref()
+    }
+
+    /// The audit level the rule reads (`const LEVEL`; Metadata when it declares none).
+    pub fn level(&self) -> Level {
+        self.level
     }
 }
 
@@ -224,21 +232,11 @@ fn match_declaration(ast: &AST, text: &str) -> Result<Option<Vec<RuleFilter>>, S
             Some(map) => RuleFilter::from_map(&map).map(|f| Some(vec![f])),
             None => Err(not_a_map()),
         },
-        None if declares_match(text) => {
+        None if needs::declaration_line(text, MATCH_CONST).is_some() => {
             Err("MATCH must be a top-level constant map of literals (strings and integers)".into())
         }
         None => Ok(None),
     }
-}
-
-/// Whether a line of `text` declares `const MATCH = …` (not `const MATCHES`, say).
-fn declares_match(text: &str) -> bool {
-    text.lines().any(|line| {
-        line.trim_start()
-            .strip_prefix("const ")
-            .and_then(|rest| rest.trim_start().strip_prefix(MATCH_CONST))
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
 }
 
 fn not_a_map() -> String {
@@ -349,16 +347,25 @@ impl Ruleset {
             match engine.compile_into_self_contained(&scope, &source.text) {
                 Ok(mut ast) => {
                     ast.set_source(source.path.to_string_lossy().as_ref());
-                    match match_declaration(&ast, &source.text) {
-                        Ok(filters) => rules.push(Rule {
+                    let declared = match_declaration(&ast, &source.text)
+                        .map_err(|message| {
+                            let line = needs::declaration_line(&source.text, MATCH_CONST);
+                            (line, message)
+                        })
+                        .and_then(|filters| {
+                            needs::level_declaration(&ast, &source.text).map(|l| (filters, l))
+                        });
+                    match declared {
+                        Ok((filters, level)) => rules.push(Rule {
                             name: source.name.into(),
                             path: source.path,
                             ast,
                             filters,
+                            level,
                         }),
-                        Err(message) => errors.push(LoadError {
+                        Err((line, message)) => errors.push(LoadError {
                             path: source.path,
-                            position: None,
+                            position: line.map(|l| (l, 1)),
                             message,
                         }),
                     }
@@ -384,6 +391,15 @@ impl Ruleset {
     /// The compiled rules, in load order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// What each rule needs the audit policy to log (its `MATCH` alternatives that its
+    /// `[scripts.settings]` switch leaves on, at its `LEVEL`), in rule order.
+    pub fn audit_needs(&self) -> Vec<Need> {
+        self.rules
+            .iter()
+            .flat_map(|r| needs::rule_needs(&r.name, r.filters(), r.level, &self.settings))
+            .collect()
     }
 
     /// Signatures of the functions klaxon registers for scripts (not Rhai's standard
