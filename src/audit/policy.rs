@@ -705,33 +705,83 @@ impl Policy {
 /// The order of a generated rule: specific requests first, so a broad rule only decides what
 /// the specific ones leave.
 fn tier(cell: &Cell) -> u8 {
-    let target = u8::from(cell.target == Target::Everything);
+    let target = match &cell.target {
+        Target::Everything => 2,
+        Target::Resource { subresource, .. } if subresource == "*" => 1,
+        _ => 0,
+    };
     let verb = u8::from(cell.verb.is_none());
     let principal = u8::from(cell.principal != Principal::Any);
     target * 4 + verb * 2 + principal
 }
 
+/// The resource and group of a `resource/*` target (which the apiserver matches for the
+/// resource itself and every subresource of it).
+fn wildcard(target: &Target) -> Option<(&Option<String>, &str)> {
+    match target {
+        Target::Resource {
+            group,
+            resource,
+            subresource,
+        } if subresource == "*" => Some((group, resource)),
+        _ => None,
+    }
+}
+
+fn same_resource(a: &Target, b: &Target) -> bool {
+    match (a, b) {
+        (
+            Target::Resource {
+                group: g1,
+                resource: r1,
+                ..
+            },
+            Target::Resource {
+                group: g2,
+                resource: r2,
+                ..
+            },
+        ) => g1 == g2 && r1 == r2,
+        _ => false,
+    }
+}
+
+/// Whether every request of target `inner` is one of `outer`.
+fn target_contains(outer: &Target, inner: &Target) -> bool {
+    *outer == Target::Everything
+        || outer == inner
+        || (wildcard(outer).is_some() && same_resource(outer, inner))
+}
+
+/// The requests two targets share, when they may share any.
+fn target_meet(a: &Target, b: &Target) -> Option<Target> {
+    if target_contains(a, b) {
+        Some(b.clone())
+    } else if target_contains(b, a) {
+        Some(a.clone())
+    } else {
+        None
+    }
+}
+
 /// Whether every request of `inner` is a request of `outer`.
 fn contains(outer: &Cell, inner: &Cell) -> bool {
     (outer.verb.is_none() || outer.verb == inner.verb)
-        && (outer.target == Target::Everything || outer.target == inner.target)
+        && target_contains(&outer.target, &inner.target)
         && (outer.principal == Principal::Any || outer.principal == inner.principal)
 }
 
 /// Whether `a` and `b` may share a request.
 fn overlaps(a: &Cell, b: &Cell) -> bool {
     (a.verb.is_none() || b.verb.is_none() || a.verb == b.verb)
-        && (a.target == Target::Everything
-            || b.target == Target::Everything
-            || a.target == b.target)
+        && target_meet(&a.target, &b.target).is_some()
 }
 
 /// Whether the requests `a` and `b` share all fall into `outer`.
 fn shared_within(a: &Cell, b: &Cell, outer: &Cell) -> bool {
     let verb = a.verb.clone().or_else(|| b.verb.clone());
-    let target = match &a.target {
-        Target::Everything => b.target.clone(),
-        other => other.clone(),
+    let Some(target) = target_meet(&a.target, &b.target) else {
+        return true;
     };
     let principal = match (&a.principal, &b.principal) {
         (Principal::Any, p) | (p, Principal::Any) => Some(p.clone()),
@@ -739,7 +789,7 @@ fn shared_within(a: &Cell, b: &Cell, outer: &Cell) -> bool {
         _ => None,
     };
     (outer.verb.is_none() || outer.verb == verb)
-        && (outer.target == Target::Everything || outer.target == target)
+        && target_contains(&outer.target, &target)
         && (outer.principal == Principal::Any || principal.as_ref() == Some(&outer.principal))
 }
 
@@ -1295,6 +1345,13 @@ mod tests {
             Principal::User("system:anonymous".into()),
             Principal::Group("system:unauthenticated".into()),
         ];
+        let mut any_sub = need(
+            "deploy_any",
+            Some(&["create", "delete"]),
+            vec![res("apps", "deployments", "*")],
+            Level::Metadata,
+        );
+        any_sub.stages.insert("ResponseStarted".into());
         let mut exec = need(
             "exec",
             None,
@@ -1311,6 +1368,16 @@ mod tests {
                 vec![res("", "pods", ""), Target::NonResource],
                 Level::RequestResponse,
             ),
+            need(
+                "deploy",
+                Some(&["create"]),
+                vec![
+                    res("apps", "deployments", ""),
+                    res("apps", "deployments", "scale"),
+                ],
+                Level::RequestResponse,
+            ),
+            any_sub,
             need(
                 "rbac",
                 Some(&["create", "update", "patch"]),
@@ -1361,8 +1428,11 @@ mod tests {
 
     #[test]
     fn a_generated_policy_logs_nothing_else() {
-        let needs = mixed_needs();
-        let text = generate(&needs[..3], &["a note".into()]);
+        let needs: Vec<Need> = mixed_needs()
+            .into_iter()
+            .filter(|n| ["pods", "rbac", "secrets"].contains(&n.rule.as_str()))
+            .collect();
+        let text = generate(&needs, &["a note".into()]);
         assert!(text.contains("# a note\n"), "{text}");
         let policy = Policy::parse(&text).unwrap();
         assert_eq!(

@@ -20,6 +20,11 @@ fn repo(rel: &str) -> PathBuf {
 
 /// `klaxon --config DIR/klaxon.toml --scripts SCRIPTS ARGS` in a clean environment.
 fn klaxon(dir: &Path, scripts: &Path, args: &[&str]) -> Output {
+    klaxon_with(dir, &[scripts], args)
+}
+
+/// `klaxon --config DIR/klaxon.toml --scripts DIR… ARGS` in a clean environment.
+fn klaxon_with(dir: &Path, scripts: &[&Path], args: &[&str]) -> Output {
     let mut cmd = cargo_bin_cmd!("klaxon");
     cmd.current_dir(dir).env_remove("RUST_LOG");
     for (key, _) in std::env::vars_os() {
@@ -31,13 +36,11 @@ fn klaxon(dir: &Path, scripts: &Path, args: &[&str]) -> Output {
     if !config.exists() {
         std::fs::write(&config, "").unwrap();
     }
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--scripts")
-        .arg(scripts)
-        .args(args)
-        .output()
-        .expect("run klaxon")
+    cmd.arg("--config").arg(config);
+    for dir in scripts {
+        cmd.arg("--scripts").arg(dir);
+    }
+    cmd.args(args).output().expect("run klaxon")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -69,9 +72,9 @@ fn schema_check(policy: &Path) -> Result<(), String> {
 }
 
 /// Generates the policy of `scripts` into DIR/policy.yaml.
-fn generate(dir: &Path, scripts: &Path) -> PathBuf {
+fn generate(dir: &Path, scripts: &[&Path]) -> PathBuf {
     let policy = dir.join("policy.yaml");
-    let out = klaxon(
+    let out = klaxon_with(
         dir,
         scripts,
         &["gen", "audit-policy", "--out", policy.to_str().unwrap()],
@@ -96,32 +99,39 @@ fn the_schema_accepts_the_shipped_policy_and_refuses_a_wrong_level() {
 
 #[test]
 fn the_policy_generated_for_the_shipped_rules_is_valid_and_checks_clean() {
-    let dir = TempDir::new().unwrap();
-    let scripts = repo("scripts");
-    let policy = generate(dir.path(), &scripts);
-    schema_check(&policy).unwrap();
-    let yaml = std::fs::read_to_string(&policy).unwrap();
-    assert!(
-        yaml.trim_end().ends_with("- level: None"),
-        "the last rule logs nothing:\n{yaml}"
-    );
-    assert!(yaml.contains("\"RequestReceived\""), "{yaml}");
-    assert!(yaml.contains("\"pods/exec\""), "{yaml}");
-    let out = klaxon(
-        dir.path(),
-        &scripts,
-        &["check", "--audit-policy", policy.to_str().unwrap()],
-    );
-    assert!(
-        out.status.success(),
-        "check found gaps in the generated policy:\n{}\n{yaml}",
-        text(&out.stderr)
-    );
-    assert!(
-        text(&out.stdout).contains("logs every event the rules need"),
-        "{}",
-        text(&out.stdout)
-    );
+    let shipped = repo("scripts");
+    let falco = repo("examples/rules/falco");
+    // The shipped rules, and with them the Falco pack (50 rules whose resources overlap).
+    for scripts in [
+        vec![shipped.as_path()],
+        vec![shipped.as_path(), falco.as_path()],
+    ] {
+        let dir = TempDir::new().unwrap();
+        let policy = generate(dir.path(), &scripts);
+        schema_check(&policy).unwrap();
+        let yaml = std::fs::read_to_string(&policy).unwrap();
+        assert!(
+            yaml.trim_end().ends_with("- level: None"),
+            "the last rule logs nothing:\n{yaml}"
+        );
+        assert!(yaml.contains("\"RequestReceived\""), "{yaml}");
+        assert!(yaml.contains("\"pods/exec\""), "{yaml}");
+        let out = klaxon_with(
+            dir.path(),
+            &scripts,
+            &["check", "--audit-policy", policy.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "check found gaps in the generated policy:\n{}\n{yaml}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stdout).contains("logs every event the rules need"),
+            "{}",
+            text(&out.stdout)
+        );
+    }
 }
 
 /// A scripts directory with `scripts` (name, text).
