@@ -3,12 +3,14 @@
 //!
 //! Owns parsing only: the shapes of audit input (`decode.rs`), the cloud envelopes around
 //! them (`envelope.rs`, which calls `gke.rs` for a LogEntry), and what counts as an audit
-//! event (`recognize.rs`). Calls `clock`.
+//! event (`recognize.rs`); and the apiserver's audit policy (`policy.rs`: reading one,
+//! its matching semantics, writing one from what the rules need). Calls `clock`.
 
 mod decode;
 mod envelope;
 mod event;
 mod gke;
+pub mod policy;
 mod recognize;
 
 pub use decode::{DecodeError, Decoded, Location, decode};

@@ -1,3 +1,6 @@
+//! `klaxon gen audit-policy`: an audit policy from the loaded rules' needs
+//! (`audit::policy::generate`).
+//!
 //! `klaxon gen apiserver-config`: the two files a kube-apiserver needs to send its audit
 //! events to this klaxon — the shipped audit policy and a webhook kubeconfig built from the
 //! loaded configuration (URL from `server.listen` and `server.tls`, a credential from
@@ -18,6 +21,7 @@ use clap::{ArgGroup, Args, Subcommand};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject as _;
 
+use crate::audit::policy::{self, Target};
 use crate::config::Config;
 use crate::server::tls::ClientAuth;
 
@@ -34,6 +38,16 @@ const WEBHOOK_FILE: &str = "audit-webhook.yaml";
 pub enum Command {
     /// The audit policy and the webhook kubeconfig for kube-apiserver, matching this config.
     ApiserverConfig(ApiserverArgs),
+    /// An audit policy that logs what the loaded rules need (`MATCH`, `LEVEL`) and nothing else.
+    AuditPolicy(AuditPolicyArgs),
+}
+
+/// Options of `klaxon gen audit-policy`.
+#[derive(Debug, Args)]
+pub struct AuditPolicyArgs {
+    /// Write the policy to this file instead of to stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 /// Options of `klaxon gen apiserver-config`.
@@ -71,7 +85,71 @@ pub struct ApiserverArgs {
 pub(super) fn run(config: &Config, command: &Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::ApiserverConfig(args) => apiserver_config(config, args),
+        Command::AuditPolicy(args) => audit_policy(config, args),
     }
+}
+
+/// `klaxon gen audit-policy`: the policy, with a comment for each rule that cannot be
+/// served precisely (no `MATCH`, a resource of no API group klaxon knows).
+fn audit_policy(config: &Config, args: &AuditPolicyArgs) -> anyhow::Result<ExitCode> {
+    let rules = super::load_rules(config)?;
+    let needs = rules.audit_needs();
+    let mut notes = Vec::new();
+    for rule in rules.rules().iter().filter(|r| r.filters().is_none()) {
+        notes.push(format!(
+            "Rule {} ({}) declares no MATCH: it may act on any request, so every request is \
+             logged at {} or above (declare MATCH to narrow this).",
+            rule.name(),
+            rule.path().display(),
+            rule.level()
+        ));
+    }
+    for rule in rules.rules() {
+        let coded = rule
+            .filters()
+            .is_some_and(|alternatives| alternatives.iter().any(|f| f.code.is_some()));
+        if coded {
+            notes.push(format!(
+                "Rule {} reads only some response codes: a policy cannot select by the \
+                 response, so every request its MATCH names otherwise is logged.",
+                rule.name()
+            ));
+        }
+    }
+    let mut unknown: Vec<(String, String)> = needs
+        .iter()
+        .flat_map(|need| {
+            need.targets.iter().filter_map(|t| match t {
+                Target::Resource {
+                    group: None,
+                    resource,
+                    ..
+                } => Some((need.rule.clone(), resource.clone())),
+                _ => None,
+            })
+        })
+        .collect();
+    unknown.dedup();
+    for (rule, resource) in unknown {
+        notes.push(format!(
+            "Rule {rule} reads resource {resource:?}, which the kube-apiserver does not serve \
+             itself: declare its api_group in MATCH; until then it is logged with every \
+             request of its verbs."
+        ));
+    }
+    let text = policy::generate(&needs, &notes);
+    match &args.out {
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .context("cannot write to stdout")?,
+        Some(path) => {
+            std::fs::write(path, &text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// How the apiserver authenticates to klaxon.

@@ -72,7 +72,7 @@ enum Command {
     /// Replay audit files on the event clock: the notices each target would have received.
     Replay(dry_run::Args),
     /// Validate the config and compile every script.
-    Check,
+    Check(check::Args),
     /// Run the script test cases (`*.test.toml`).
     Test(test::Args),
     /// Inspect and manage the outbox (pending deliveries and dead letters).
@@ -140,7 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DryRun(ref args) => dry_run::run(&load_config()?, args, dry_run::Mode::DryRun),
         Command::Replay(ref args) => dry_run::run(&load_config()?, args, dry_run::Mode::Replay),
-        Command::Check => Ok(check::run(&sources)),
+        Command::Check(ref args) => Ok(check::run(&sources, args)),
         Command::Test(ref args) => test::run(&load_config()?, args),
         Command::Outbox(ref command) => outbox::run(&load_config()?, command),
         Command::Gen(ref command) => r#gen::run(&load_config()?, command),

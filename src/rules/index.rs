@@ -5,7 +5,8 @@
 //! no state) on an event outside it. Keys: `stage`, `verb`, `resource`, `subresource`
 //! (`""` is none), `code` (response codes), each one value or an array of values (any of
 //! them); `username` (globs, one must match), `not_username` (globs, none may match) and
-//! `group` (globs, one of the user's groups must match one); `setting` (the name of a
+//! `group` (globs, one of the user's groups must match one); `api_group` (the
+//! `objectRef.apiGroup`, `""` is core); `setting` (the name of a
 //! `[scripts.settings]` switch: unless it is set to something other than `false`, the
 //! script is off and never runs). Every key given must hold.
 //! `MATCH` may also be an array of such maps: the script runs when any of them holds. A
@@ -23,7 +24,7 @@ use crate::audit::Event;
 pub const MATCH_CONST: &str = "MATCH";
 
 /// The keys a `MATCH` declaration may have.
-pub const MATCH_KEYS: [&str; 9] = [
+pub const MATCH_KEYS: [&str; 10] = [
     "stage",
     "verb",
     "resource",
@@ -32,6 +33,7 @@ pub const MATCH_KEYS: [&str; 9] = [
     "username",
     "not_username",
     "group",
+    "api_group",
     "setting",
 ];
 
@@ -54,6 +56,8 @@ pub struct RuleFilter {
     pub not_username: Vec<String>,
     /// Group globs of which one must match one of the user's groups.
     pub group: Vec<String>,
+    /// Accepted `objectRef.apiGroup` values (`""`: core).
+    pub api_group: Option<Vec<String>>,
     /// The `[scripts.settings]` switch that turns the script on (absent or `false`: off).
     pub setting: Option<String>,
 }
@@ -72,6 +76,7 @@ impl RuleFilter {
                 "username" => filter.username = strings(key, value)?,
                 "not_username" => filter.not_username = strings(key, value)?,
                 "group" => filter.group = strings(key, value)?,
+                "api_group" => filter.api_group = Some(strings(key, value)?),
                 "setting" => filter.setting = Some(string(key, value)?),
                 other => {
                     return Err(format!(
@@ -96,11 +101,16 @@ impl RuleFilter {
             && self.admits_user_and_code(event)
     }
 
-    /// The checks the index does not key on: username globs and response code.
+    /// The checks the index does not key on: username globs, response code and API group.
     fn admits_user_and_code(&self, event: &Event) -> bool {
         let user = event.user.username.as_str();
         let code = event.response_status.as_ref().map_or(0, |s| s.code);
-        (self.username.is_empty() || self.username.iter().any(|g| glob_match(g, user)))
+        let api_group = event
+            .object_ref
+            .as_ref()
+            .map_or("", |o| o.api_group.as_str());
+        admits_text(self.api_group.as_deref(), api_group)
+            && (self.username.is_empty() || self.username.iter().any(|g| glob_match(g, user)))
             && !self.not_username.iter().any(|g| glob_match(g, user))
             && self.code.as_ref().is_none_or(|codes| codes.contains(&code))
             && (self.group.is_empty()

@@ -10,6 +10,7 @@ mod attack;
 mod glob;
 mod index;
 mod modules;
+mod needs;
 mod ruleset;
 mod sightings;
 
@@ -23,6 +24,7 @@ pub use attack::{ATTACK_CONST, is_technique_id, technique_url};
 pub use glob::glob_match;
 pub use index::{MATCH_CONST, MATCH_KEYS, RuleFilter, RuleIndex};
 pub use modules::MODULE_DIR;
+pub use needs::{DEFAULT_STAGES, LEVEL_CONST};
 pub use ruleset::{
     Evaluation, LoadError, LoadErrors, Rule, RuleRun, Ruleset, ScriptError, ScriptLimits,
     ScriptSource, Selection,

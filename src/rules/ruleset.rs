@@ -14,8 +14,10 @@ use super::alert::{Alert, AlertContext};
 use super::api::{self, ScriptEvent, runtime};
 use super::attack::attack_declaration;
 use super::index::{MATCH_CONST, RuleFilter, RuleIndex};
+use super::needs;
 use super::sightings::{Sightings, Staged};
 use crate::audit::Event;
+use crate::audit::policy::{Level, Need};
 
 /// Sandbox limits for every script run; each is per run of one script on one event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +182,7 @@ pub struct Rule {
     ast: AST,
     filters: Option<Vec<RuleFilter>>,
     attack: Vec<String>,
+    level: Level,
 }
 
 impl Rule {
@@ -204,17 +207,27 @@ impl Rule {
     pub fn attack(&self) -> &[String] {
         &self.attack
     }
+
+    /// The audit level the rule reads (`const LEVEL`; Metadata when it declares none).
+    pub fn level(&self) -> Level {
+        self.level
+    }
 }
 
-/// A script's declarations: what it can match and its ATT&CK techniques.
-type Declarations = (Option<Vec<RuleFilter>>, Vec<String>);
+/// A script's declarations: what it can match, its ATT&CK techniques and the level it reads.
+type Declarations = (Option<Vec<RuleFilter>>, Vec<String>, Level);
 
-/// Reads the script's `MATCH` and `ATTACK` declarations; an error carries its position
-/// when it has one.
+/// Reads the script's `MATCH`, `ATTACK` and `LEVEL` declarations; an error carries its
+/// position when it has one.
 fn declarations(ast: &AST, text: &str) -> Result<Declarations, (Option<(usize, usize)>, String)> {
-    let filters = match_declaration(ast, text).map_err(|message| (None, message))?;
+    let filters = match_declaration(ast, text).map_err(|message| {
+        let line = needs::declaration_line(text, MATCH_CONST);
+        (line.map(|l| (l, 1)), message)
+    })?;
     let attack = attack_declaration(ast, text).map_err(|e| (e.position, e.message))?;
-    Ok((filters, attack))
+    let level = needs::level_declaration(ast, text)
+        .map_err(|(line, message)| (line.map(|l| (l, 1)), message))?;
+    Ok((filters, attack, level))
 }
 
 /// Reads the script's `const MATCH = #{…};` (or `[#{…}, …]`) declaration, if it has one.
@@ -243,21 +256,11 @@ fn match_declaration(ast: &AST, text: &str) -> Result<Option<Vec<RuleFilter>>, S
             Some(map) => RuleFilter::from_map(&map).map(|f| Some(vec![f])),
             None => Err(not_a_map()),
         },
-        None if declares_match(text) => {
+        None if needs::declaration_line(text, MATCH_CONST).is_some() => {
             Err("MATCH must be a top-level constant map of literals (strings and integers)".into())
         }
         None => Ok(None),
     }
-}
-
-/// Whether a line of `text` declares `const MATCH = …` (not `const MATCHES`, say).
-fn declares_match(text: &str) -> bool {
-    text.lines().any(|line| {
-        line.trim_start()
-            .strip_prefix("const ")
-            .and_then(|rest| rest.trim_start().strip_prefix(MATCH_CONST))
-            .is_some_and(|rest| rest.trim_start().starts_with('='))
-    })
 }
 
 fn not_a_map() -> String {
@@ -369,12 +372,13 @@ impl Ruleset {
                 Ok(mut ast) => {
                     ast.set_source(source.path.to_string_lossy().as_ref());
                     match declarations(&ast, &source.text) {
-                        Ok((filters, attack)) => rules.push(Rule {
+                        Ok((filters, attack, level)) => rules.push(Rule {
                             name: source.name.into(),
                             path: source.path,
                             ast,
                             filters,
                             attack,
+                            level,
                         }),
                         Err((position, message)) => errors.push(LoadError {
                             path: source.path,
@@ -404,6 +408,15 @@ impl Ruleset {
     /// The compiled rules, in load order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// What each rule needs the audit policy to log (its `MATCH` alternatives that its
+    /// `[scripts.settings]` switch leaves on, at its `LEVEL`), in rule order.
+    pub fn audit_needs(&self) -> Vec<Need> {
+        self.rules
+            .iter()
+            .flat_map(|r| needs::rule_needs(&r.name, r.filters(), r.level, &self.settings))
+            .collect()
     }
 
     /// Signatures of the functions klaxon registers for scripts (not Rhai's standard

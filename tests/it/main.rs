@@ -9,6 +9,7 @@ mod support;
 
 mod accessors;
 mod architecture;
+mod audit_policy;
 mod bench_rules;
 mod cli;
 mod corpora;
