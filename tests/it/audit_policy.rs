@@ -11,8 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use assert_cmd::cargo::cargo_bin_cmd;
 use tempfile::TempDir;
+
+use crate::support;
 
 fn repo(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
@@ -25,13 +26,7 @@ fn klaxon(dir: &Path, scripts: &Path, args: &[&str]) -> Output {
 
 /// `klaxon --config DIR/klaxon.toml --scripts DIR… ARGS` in a clean environment.
 fn klaxon_with(dir: &Path, scripts: &[&Path], args: &[&str]) -> Output {
-    let mut cmd = cargo_bin_cmd!("klaxon");
-    cmd.current_dir(dir).env_remove("RUST_LOG");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KLAXON_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = support::process::klaxon_command(dir);
     let config = dir.join("klaxon.toml");
     if !config.exists() {
         std::fs::write(&config, "").unwrap();

@@ -15,8 +15,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::support;
 use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin_cmd;
 use predicates::prelude::*;
 use predicates::str::{contains, is_match};
 use tempfile::TempDir;
@@ -26,16 +26,7 @@ const POD_CREATED_TITLE: &str = "Pod created: payments/web-7d4b9c";
 
 /// `klaxon` with a clean environment, run in `dir`.
 fn klaxon_in(dir: &Path) -> Command {
-    let mut cmd = cargo_bin_cmd!("klaxon");
-    cmd.current_dir(dir)
-        .env_remove("SLACK_WEBHOOK_URL")
-        .env_remove("RUST_LOG");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KLAXON_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd
+    support::process::klaxon_command(dir)
 }
 
 /// `klaxon` with a clean environment, run in the repository root (for shipped files).

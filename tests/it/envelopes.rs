@@ -668,15 +668,8 @@ async fn the_webhook_refuses_a_body_without_audit_events_and_lists_those_it_left
 /// `klaxon` in `dir` with the exec script, a clean environment.
 fn klaxon_with_exec_script(dir: &TempDir) -> assert_cmd::Command {
     support::klaxon::scripts(dir.path(), &[("exec", EXEC_SCRIPT)]);
-    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("klaxon");
-    cmd.current_dir(dir.path())
-        .env_remove("RUST_LOG")
-        .args(["--scripts", "scripts"]);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KLAXON_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = support::process::klaxon_command(dir.path());
+    cmd.args(["--scripts", "scripts"]);
     cmd
 }
 

@@ -150,11 +150,20 @@ async fn eventually<T, F: Future<Output = Option<T>>>(
 /// Waits until every one of `expected` reached the receiver, then asserts each came once
 /// and nothing else came.
 async fn assert_each_delivered_once(receiver: &Receiver, expected: &[String]) {
-    eventually("every alert delivered", || async {
-        let got = delivered(receiver);
-        expected.iter().all(|id| got.contains_key(id)).then_some(())
-    })
-    .await;
+    // Woken by each request the receiver records, not by a timer.
+    let everything = async {
+        loop {
+            let seen = receiver.requests().len();
+            let got = delivered(receiver);
+            if expected.iter().all(|id| got.contains_key(id)) {
+                return;
+            }
+            receiver.wait_for(seen + 1).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), everything)
+        .await
+        .expect("timed out waiting for every alert delivered");
     let got = delivered(receiver);
     let twice: Vec<_> = got.iter().filter(|(_, n)| **n > 1).collect();
     assert!(

@@ -107,3 +107,18 @@ fn listening_address(child: &mut Child, logs: Arc<Mutex<Vec<String>>>) -> String
     }
     panic!("klaxon exited before listening");
 }
+
+/// The `klaxon` binary run in `dir`, with `RUST_LOG`, `SLACK_WEBHOOK_URL` and every
+/// `KLAXON_*` variable removed, so results do not depend on the caller's environment.
+pub fn klaxon_command(dir: &std::path::Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::cargo::cargo_bin_cmd!("klaxon");
+    cmd.current_dir(dir)
+        .env_remove("SLACK_WEBHOOK_URL")
+        .env_remove("RUST_LOG");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KLAXON_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
