@@ -1044,10 +1044,12 @@ const BUILT_IN: &[(&str, &[&str])] = &[
     (
         "admissionregistration.k8s.io",
         &[
+            "mutatingadmissionpolicies",
+            "mutatingadmissionpolicybindings",
             "mutatingwebhookconfigurations",
-            "validatingwebhookconfigurations",
             "validatingadmissionpolicies",
             "validatingadmissionpolicybindings",
+            "validatingwebhookconfigurations",
         ],
     ),
     ("apiextensions.k8s.io", &["customresourcedefinitions"]),

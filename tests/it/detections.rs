@@ -11,14 +11,17 @@
 //! as literals); its stages are the stages of its `MATCH` declaration, or, when `MATCH` does
 //! not constrain the stage, valid stage names; its level is `Metadata` exactly when the
 //! script reads no request or response body (`requestObject`, `responseObject`, the body
-//! helpers such as `event.containers()`, and Falco macros built on them). Whether a rule
-//! needs `Request` or `RequestResponse`, and its false positives, are judged by hand.
+//! helpers such as `event.containers()`, and Falco macros built on them), and it is the
+//! level the script declares (`const LEVEL`, which every rule spells out, so `klaxon gen
+//! audit-policy` logs what it reads). Whether a rule needs `Request` or `RequestResponse`,
+//! and its false positives, are judged by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use klaxon::audit::policy::Level;
 use klaxon::notify::{self, ConsoleFormat, Notice};
 use klaxon::rules::{
     Rule, Ruleset, ScriptLimits, ScriptSource, Severity, is_technique_id, technique_url,
@@ -444,6 +447,29 @@ fn the_level_is_metadata_exactly_for_rules_that_read_no_body() {
                 rule.name(),
                 row.level,
                 if body { "reads a" } else { "reads no" }
+            )
+        })
+    });
+}
+
+#[test]
+fn every_rule_declares_the_level_of_its_row() {
+    check_each_row(|rule, row| {
+        let text = std::fs::read_to_string(rule.path()).unwrap();
+        if !text.lines().any(|l| l.starts_with("const LEVEL = ")) {
+            return Some(format!(
+                "{}: declares no `const LEVEL` (gen audit-policy would log it at Metadata)",
+                relative(rule).display()
+            ));
+        }
+        let declared = Level::parse(&row.level);
+        (declared != Some(rule.level())).then(|| {
+            format!(
+                "{DOC}:{}: {} is listed at level {}, its script declares {:?}",
+                row.line,
+                rule.name(),
+                row.level,
+                rule.level()
             )
         })
     });

@@ -44,6 +44,7 @@ mod scripting_doc;
 mod serve_process;
 mod server;
 mod server_config;
+mod shipped_settings;
 mod slack;
 mod stateful;
 mod tls;

@@ -90,7 +90,7 @@ fn every_shipped_and_falco_script_declares_what_it_matches() {
         .map(|r| r.name())
         .collect();
     assert!(undeclared.is_empty(), "no MATCH: {undeclared:?}");
-    assert_eq!(rules.rules().len(), 15 + 48);
+    assert_eq!(rules.rules().len(), 16 + 48);
 }
 
 #[test]
