@@ -77,6 +77,26 @@ fn cluster_networks_replaces_the_private_ranges() {
 }
 
 #[test]
+fn with_cluster_networks_set_a_components_own_client_from_outside_alerts_too() {
+    let rule = "system_principal_outside_networks";
+    // A kubelet's own request from a public egress address (EKS without private endpoint
+    // access, AKS without a private API server): expected while the networks are unknown.
+    let mut kubelet = attack(OUTSIDE);
+    kubelet["sourceIPs"] = json!(["52.18.7.9"]);
+    kubelet["userAgent"] = json!("kubelet/v1.31.2 (linux/amd64) kubernetes/5864a46");
+    assert!(alerts_of(&shipped_rules(json!({})), rule, &kubelet).is_empty());
+
+    let declared = shipped_rules(json!({ "cluster_networks": ["10.0.0.0/16"] }));
+    let fired = alerts_of(&declared, rule, &kubelet);
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].severity, Severity::Critical);
+    assert_eq!(fired[0].fields["networks"], "cluster_networks");
+    // Once the egress address is declared one of the cluster's, it is quiet again.
+    let with_egress = shipped_rules(json!({ "cluster_networks": ["10.0.0.0/16", "52.18.7.9"] }));
+    assert!(alerts_of(&with_egress, rule, &kubelet).is_empty());
+}
+
+#[test]
 fn trusted_principals_quiets_a_system_principal_from_outside() {
     let rule = "system_principal_outside_networks";
     let event = attack(OUTSIDE);
