@@ -919,4 +919,193 @@ mod tests {
             "{bad}"
         );
     }
+
+    /// A shared store in memory, counting the reads of the whole set.
+    #[derive(Default)]
+    struct FakeShared {
+        version: Mutex<Option<u64>>,
+        records: Mutex<Vec<(String, String)>>,
+        full_reads: std::sync::atomic::AtomicUsize,
+    }
+
+    impl SharedSilences for FakeShared {
+        fn silences_version(&self) -> Result<Option<u64>, crate::state::Unavailable> {
+            Ok(*self.version.lock().unwrap())
+        }
+
+        fn silences(&self) -> Result<crate::state::SilenceRecords, crate::state::Unavailable> {
+            self.full_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(crate::state::SilenceRecords {
+                version: *self.version.lock().unwrap(),
+                records: self.records.lock().unwrap().clone(),
+            })
+        }
+
+        fn write_silences(
+            &self,
+            put: &[(String, String)],
+            remove: &[String],
+        ) -> Result<(), crate::state::Unavailable> {
+            let mut records = self.records.lock().unwrap();
+            records.retain(|(id, _)| !remove.contains(id) && !put.iter().any(|(p, _)| p == id));
+            records.extend(put.iter().cloned());
+            let mut version = self.version.lock().unwrap();
+            *version = Some(version.unwrap_or(0) + 1);
+            Ok(())
+        }
+    }
+
+    fn store(dir: &std::path::Path, shared: Option<Arc<FakeShared>>) -> SilenceStore {
+        let outbox = Arc::new(Outbox::open(dir).unwrap());
+        let shared = shared.map(|s| s as Arc<dyn SharedSilences>);
+        let day = Duration::from_secs(24 * 3600);
+        SilenceStore::open(Arc::default(), outbox, shared, day).unwrap()
+    }
+
+    fn request(namespace: &str) -> NewSilence {
+        NewSilence {
+            matchers: vec![FieldMatcher::parse(&format!("namespace={namespace}")).unwrap()],
+            duration: Some("1h".to_owned()),
+            comment: "rollout".to_owned(),
+            ..NewSilence::default()
+        }
+    }
+
+    const HOUR: i64 = 3_600_000;
+
+    #[test]
+    fn stored_silences_come_back_and_expired_ones_go_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_000 * HOUR;
+        let first = store(dir.path(), None);
+        let kept = first.create(request("shop"), now).unwrap();
+        let expired = first.create(request("web"), now).unwrap();
+        first.expire(&expired.id, now + 1).unwrap();
+        assert_eq!(
+            first.expire(&expired.id, now + 2).unwrap().ends_at_ms,
+            now + 1
+        );
+        assert!(matches!(
+            first.expire("s-none", now),
+            Err(SilenceError::NotFound(_))
+        ));
+        drop(first);
+
+        let second = store(dir.path(), None);
+        let ids: Vec<String> = second.list(now + 2).iter().map(|s| s.id.clone()).collect();
+        assert_eq!(
+            ids,
+            vec![kept.id.clone(), expired.id.clone()],
+            "active first"
+        );
+        // The expired one is listed for a day after its end, then dropped for good.
+        assert_eq!(second.list(now + 1 + 24 * HOUR).len(), 2);
+        let after = second.list(now + 2 + 24 * HOUR);
+        assert!(after.iter().all(|s| s.id == kept.id), "{after:?}");
+        drop(second);
+        assert!(
+            store(dir.path(), None)
+                .set
+                .all()
+                .iter()
+                .all(|s| s.id == kept.id)
+        );
+    }
+
+    #[test]
+    fn a_replica_reads_the_shared_set_only_when_its_version_moved() {
+        let shared = Arc::new(FakeShared::default());
+        let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let a = store(dir_a.path(), Some(shared.clone()));
+        let b = store(dir_b.path(), Some(shared.clone()));
+        let now = 1_000 * HOUR;
+        let made = a.create(request("shop"), now).unwrap();
+        b.refresh(now);
+        let reads = shared.full_reads.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(b.set.all()[0].id, made.id);
+        for _ in 0..5 {
+            b.refresh(now);
+        }
+        assert_eq!(
+            shared.full_reads.load(std::sync::atomic::Ordering::Relaxed),
+            reads,
+            "unchanged: one version read per refresh, no full read"
+        );
+        let shop = alert("pod_created", "shop");
+        assert_eq!(b.set.holding(&shop, now).as_deref(), Some(made.id.as_str()));
+        b.expire(&made.id, now + 1).unwrap();
+        a.refresh(now + 2);
+        assert_eq!(a.set.holding(&shop, now + 2), None);
+        assert_eq!(a.set.all()[0].state(now + 2), SilenceState::Expired);
+    }
+
+    #[test]
+    fn an_empty_shared_store_is_seeded_with_a_replicas_silences() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_000 * HOUR;
+        let made = store(dir.path(), None)
+            .create(request("shop"), now)
+            .unwrap();
+        let shared = Arc::new(FakeShared::default());
+        let replica = store(dir.path(), Some(shared.clone()));
+        replica.refresh(now);
+        let records = shared.records.lock().unwrap().clone();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].0, made.id);
+        replica.refresh(now);
+        assert_eq!(
+            replica.set.all().len(),
+            1,
+            "read back from the shared store"
+        );
+    }
+
+    #[test]
+    fn the_admission_names_the_silence_that_held_each_alert() {
+        use crate::notify::{ConsoleFormat, Target, Targets};
+        use crate::pipeline::{Matcher, Outcome, Pipeline, PipelineSettings, Silence};
+        let console = || Target::Console(ConsoleFormat::Json);
+        let targets = Targets {
+            by_name: [("a".to_owned(), console()), ("b".to_owned(), console())].into(),
+            pacing: Default::default(),
+        };
+        let settings = PipelineSettings {
+            default_targets: vec!["a".to_owned(), "b".to_owned()],
+            silences: vec![Silence {
+                matcher: Matcher {
+                    rules: vec!["cfg_*".to_owned()],
+                    ..Matcher::default()
+                },
+                ends_at_ms: i64::MAX,
+                comment: String::new(),
+            }],
+            ..PipelineSettings::default()
+        };
+        let pipeline = Pipeline::new(settings, Arc::new(targets));
+        let mut only_a = silence(&["rule=pod_created", "target=a"]);
+        only_a.id = "s-2".to_owned();
+        pipeline
+            .silences()
+            .replace(vec![silence(&["namespace=shop"]), only_a]);
+        let alerts = vec![
+            alert("pod_created", "shop"),
+            alert("cfg_changed", "web"),
+            alert("pod_created", "web"),
+        ];
+        let admission = pipeline.admit(alerts, 1_500);
+        let held: Vec<Option<&str>> = admission.silenced_by.iter().map(Option::as_deref).collect();
+        assert_eq!(held, vec![Some("s-1"), Some("config:0"), None]);
+        let outcomes: Vec<Outcome> = admission.outcomes.iter().map(|(_, o)| *o).collect();
+        assert_eq!(
+            outcomes,
+            vec![Outcome::Silenced, Outcome::Silenced, Outcome::Admitted]
+        );
+        let to: Vec<&str> = admission
+            .deliveries
+            .iter()
+            .map(|d| d.target.as_str())
+            .collect();
+        assert_eq!(to, vec!["b"], "held back from `a` only");
+    }
 }
