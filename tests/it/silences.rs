@@ -570,3 +570,72 @@ fn admin_settings_and_retention_are_read_and_their_mistakes_named() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_reaches_a_tls_server_trusting_its_certificate_chain() {
+    let slack = SlackStandIn::start().await;
+    let dir = TempDir::new().unwrap();
+    scripts(dir.path(), &[("touch", RULE)]);
+    let ca = support::certs::Ca::new("klaxon test CA");
+    let pair = ca.server(1, &[]);
+    // The chain as cert-manager or an operator writes it: the leaf, then its CA.
+    let chain = dir.path().join("tls.crt");
+    let key = dir.path().join("tls.key");
+    std::fs::write(&chain, format!("{}{}", pair.cert_pem, ca.pem())).unwrap();
+    std::fs::write(&key, &pair.key_pem).unwrap();
+    let extra = format!(
+        "[server.tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        chain.display(),
+        key.display()
+    );
+    let server = start(&config_from(
+        &config_text(dir.path(), &slack, &extra),
+        dir.path(),
+    ))
+    .await;
+    let config = dir.path().join("klaxon.toml");
+    let config = config.to_str().unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+
+    let added = klaxon(
+        dir.path(),
+        &[
+            "silence",
+            "add",
+            "--config",
+            config,
+            "--url",
+            &url,
+            "-m",
+            "namespace=shop",
+            "--duration",
+            "10m",
+            "--comment",
+            "tls",
+        ],
+    );
+    let id = added.trim();
+    let listed = klaxon(
+        dir.path(),
+        &[
+            "silence", "list", "--config", config, "--url", &url, "--format", "json",
+        ],
+    );
+    assert!(listed.contains(id), "{listed}");
+
+    // A CA that did not sign the server's certificate is not trusted.
+    let other = support::certs::Ca::new("someone else");
+    let other_pem = dir.path().join("other-ca.pem");
+    std::fs::write(&other_pem, other.pem()).unwrap();
+    let output = tokio::task::block_in_place(|| {
+        klaxon_command(dir.path())
+            .args(["silence", "list", "--config", config, "--url", &url, "--ca"])
+            .arg(&other_pem)
+            .output()
+            .unwrap()
+    });
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot reach klaxon"), "{stderr}");
+    server.shutdown().await;
+}
