@@ -153,6 +153,10 @@ async fn a_namespace_silence_holds_back_exactly_its_alerts_survives_a_restart_an
         metrics.contains(r#"klaxon_alerts_total{rule="touch",outcome="silenced"}"#),
         "silenced alerts are counted"
     );
+    assert!(
+        metrics.contains("klaxon_silences_active "),
+        "the gauge is set"
+    );
     server.shutdown().await;
     assert_eq!(
         titles(&slack),
@@ -459,7 +463,7 @@ async fn the_cli_adds_lists_and_expires_silences_on_a_running_klaxon() {
 }
 
 #[test]
-fn dry_run_applies_silences_from_a_file_on_the_event_clock() {
+fn dry_run_and_replay_apply_silences_from_a_file_on_the_event_clock() {
     let dir = TempDir::new().unwrap();
     scripts(dir.path(), &[("touch", RULE)]);
     let toml = format!(
@@ -499,6 +503,25 @@ fn dry_run_applies_silences_from_a_file_on_the_event_clock() {
         .find(|block| block.contains("[silenced by s-rollout]"))
         .unwrap();
     assert!(silenced_block.contains("shop d2"), "{silenced_block}");
+
+    // replay: the notices without the silenced alert.
+    let replayed = klaxon(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "klaxon.toml",
+            "--silences",
+            "silences.json",
+            "events.jsonl",
+        ],
+    );
+    let notices: Vec<&str> = replayed
+        .lines()
+        .filter(|l| l.contains(" console ["))
+        .collect();
+    assert_eq!(notices.len(), 3, "{replayed}");
+    assert!(!replayed.contains("shop d2"), "{replayed}");
 
     // A bad file is refused, naming the entry and field.
     std::fs::write(
