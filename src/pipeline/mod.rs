@@ -472,17 +472,28 @@ impl Pipeline {
 
     /// The target names an alert asks for: its own `targets` (those the config knows), else
     /// the matching routes, else the defaults. Fallbacks are not followed yet.
+    /// Names the config does not know are logged and counted.
     pub fn requested_targets(&self, alert: &Alert) -> Vec<String> {
-        let settings = self.settings.load();
-        let mut names: Vec<String> = Vec::new();
-        for name in &alert.targets {
-            if self.targets.by_name.contains_key(name) {
-                names.push(name.clone());
-            } else {
-                tracing::warn!(rule = %alert.rule, target = %name, "alert names an unknown target; routing it by the config instead");
-                telemetry::unknown_target(&alert.rule);
-            }
+        let unknown = alert
+            .targets
+            .iter()
+            .filter(|name| !self.targets.by_name.contains_key(*name));
+        for name in unknown {
+            tracing::warn!(rule = %alert.rule, target = %name, "alert names an unknown target; routing it by the config instead");
+            telemetry::unknown_target(&alert.rule);
         }
+        self.requested_quietly(alert)
+    }
+
+    /// [`Pipeline::requested_targets`] without logging or counting unknown names.
+    fn requested_quietly(&self, alert: &Alert) -> Vec<String> {
+        let settings = self.settings.load();
+        let mut names: Vec<String> = alert
+            .targets
+            .iter()
+            .filter(|name| self.targets.by_name.contains_key(*name))
+            .cloned()
+            .collect();
         if names.is_empty() {
             for route in &settings.routes {
                 if route.matches(alert) {
@@ -499,10 +510,11 @@ impl Pipeline {
         names
     }
 
-    /// The concrete targets of `alert`: fallbacks followed, each target once.
-    fn concrete_targets(&self, alert: &Alert) -> Vec<String> {
+    /// The concrete targets of the `requested` target names: fallbacks followed, each
+    /// target once.
+    fn concrete_targets(&self, requested: Vec<String>) -> Vec<String> {
         let mut concrete: Vec<String> = Vec::new();
-        for name in self.requested_targets(alert) {
+        for name in requested {
             if let Some((resolved, target)) = self.targets.resolve(&name)
                 && !matches!(target, Target::Fallback { .. })
                 && !concrete.iter().any(|c| c == resolved)
@@ -524,8 +536,11 @@ impl Pipeline {
         if let Some(id) = self.silences.holding(alert, now_ms) {
             return Some(id);
         }
+        if !self.silences.any_naming_targets(now_ms) {
+            return None;
+        }
         let mut held = None;
-        for target in self.concrete_targets(alert) {
+        for target in self.concrete_targets(self.requested_quietly(alert)) {
             let id = self.silences.holding_target(alert, &target, now_ms)?;
             held.get_or_insert(id);
         }
@@ -535,7 +550,7 @@ impl Pipeline {
     /// One delivery per concrete target of `alert` that no runtime silence holds it back
     /// from.
     fn route(&self, alert: &Alert, now_ms: i64) -> Vec<Delivery> {
-        self.concrete_targets(alert)
+        self.concrete_targets(self.requested_targets(alert))
             .into_iter()
             .filter(|target| {
                 self.silences

@@ -531,6 +531,15 @@ impl SilenceSet {
             .map(|s| s.id.clone())
     }
 
+    /// Whether an active silence names targets (only then are an alert's targets worked
+    /// out before dedup).
+    pub fn any_naming_targets(&self, now_ms: i64) -> bool {
+        self.all
+            .load()
+            .iter()
+            .any(|s| s.is_active(now_ms) && s.names_targets())
+    }
+
     /// How many hold alerts at `now_ms`.
     pub fn active(&self, now_ms: i64) -> usize {
         self.all

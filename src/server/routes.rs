@@ -299,7 +299,11 @@ fn client_addr(req: &Request) -> Option<SocketAddr> {
 /// 401 with `WWW-Authenticate` unless the request carries credentials `[server.auth]`
 /// takes.
 async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    authenticate_with(&state.auth, req, next).await
+    let response = authenticate_with(&state.auth, req, next).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        telemetry::batch(401);
+    }
+    response
 }
 
 /// 401 with `WWW-Authenticate` unless the request carries credentials `auth` takes; the
@@ -334,7 +338,6 @@ pub(super) async fn authenticate_with(auth: &AuthSettings, req: Request, next: N
             let source = client_addr(&req).map_or("unknown".to_owned(), |a| a.to_string());
             tracing::warn!(source = %source, reason = refusal.as_str(), path = %req.uri().path(), "request refused: authentication failed");
             telemetry::auth_failure(refusal.as_str());
-            telemetry::batch(401);
             let mut response = (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({ "error": "authentication required" })),

@@ -226,7 +226,7 @@ async fn the_api_refuses_bad_requests_naming_the_field_and_checks_the_admin_cred
     let dir = TempDir::new().unwrap();
     scripts(dir.path(), &[("touch", RULE)]);
     let extra = format!(
-        "[server.auth]\nbearer_token = \"webhook-token\"\n[server.admin]\nbearer_token = \"{ADMIN_TOKEN}\"\n"
+        "[server.auth]\nbearer_token = \"webhook-token\"\n[server.admin]\nbearer_token = \"{ADMIN_TOKEN}\"\nusername = \"oncall\"\npassword = \"pw\"\n"
     );
     let server = start(&config_from(
         &config_text(dir.path(), &slack, &extra),
@@ -277,6 +277,12 @@ async fn the_api_refuses_bad_requests_naming_the_field_and_checks_the_admin_cred
     }
     let (status, reply) = post(token, shop_silence()).await;
     assert_eq!(status, 201, "{reply}");
+    let basic = |password: &str| {
+        admin(&server, reqwest::Method::GET, "/api/v1/silences", None)
+            .basic_auth("oncall", Some(password))
+    };
+    assert_eq!(send(basic("pw")).await.0, 200);
+    assert_eq!(send(basic("pw2")).await.0, 401);
     let (status, reply) = send(admin(
         &server,
         reqwest::Method::DELETE,
