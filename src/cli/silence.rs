@@ -289,3 +289,18 @@ fn default_url(listen: std::net::SocketAddr, scheme: &str) -> String {
         format!("{scheme}://{listen}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_url_is_the_listen_address_with_localhost_for_every_interface() {
+        let any = "0.0.0.0:8443".parse().unwrap();
+        assert_eq!(default_url(any, "https"), "https://localhost:8443");
+        let one = "127.0.0.1:8080".parse().unwrap();
+        assert_eq!(default_url(one, "http"), "http://127.0.0.1:8080");
+        let v6 = "[::1]:8080".parse().unwrap();
+        assert_eq!(default_url(v6, "http"), "http://[::1]:8080");
+    }
+}

@@ -439,10 +439,16 @@ async fn the_cli_adds_lists_and_expires_silences_on_a_running_klaxon() {
         first["matchers"][1],
         json!({"name": "namespace", "op": "=~", "value": "shop|cart"})
     );
-    let table = klaxon(
-        dir.path(),
-        &["silence", "list", "--config", config, "--url", &url],
-    );
+    // Without --url: the configured listen address (here from the environment).
+    let output = tokio::task::block_in_place(|| {
+        klaxon_command(dir.path())
+            .env("KLAXON_SERVER__LISTEN", server.addr.to_string())
+            .args(["silence", "list", "--config", config])
+            .output()
+            .unwrap()
+    });
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8_lossy(&output.stdout);
     assert!(
         table.contains(&id) && table.contains("active") && table.contains("rollout"),
         "{table}"
