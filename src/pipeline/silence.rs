@@ -590,6 +590,8 @@ impl SilenceStore {
     /// Creates a silence from a request at `now_ms`.
     pub fn create(&self, new: NewSilence, now_ms: i64) -> Result<RuntimeSilence, SilenceError> {
         let silence = new.validate(new_id(), now_ms)?;
+        // Up to date first (and an empty Redis seeded), so no replica's silences are lost.
+        self.pull()?;
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         self.write(std::slice::from_ref(&silence), &[])?;
         telemetry::silence_change("created");
@@ -600,7 +602,7 @@ impl SilenceStore {
 
     /// Expires silence `id` at `now_ms` (an expired one is returned as it is).
     pub fn expire(&self, id: &str, now_ms: i64) -> Result<RuntimeSilence, SilenceError> {
-        self.refresh(now_ms);
+        self.pull()?;
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut silence = self
             .set

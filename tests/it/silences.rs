@@ -300,28 +300,40 @@ async fn the_api_refuses_bad_requests_naming_the_field_and_checks_the_admin_cred
     server.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn two_replicas_sharing_redis_both_honour_a_silence_made_on_one() {
+/// The config of replica `name`: its own data directory under `dir`, the shared `redis`.
+fn replica(
+    dir: &Path,
+    slack: &SlackStandIn,
+    redis: &RedisServer,
+    name: &str,
+) -> klaxon::config::Config {
+    let state = format!(
+        "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\ntimeout = \"2s\"\n",
+        redis.url()
+    );
+    let text = config_text(dir, slack, &state).replace(
+        &format!("{}/data", dir.display()),
+        &dir.join(name).display().to_string(),
+    );
+    let config_dir = dir.join(format!("{name}-config"));
+    std::fs::create_dir_all(&config_dir).unwrap();
+    config_from(&text, &config_dir)
+}
+
+/// A real Redis, the Slack stand-in, and two replicas sharing them (their directory too).
+async fn two_replicas() -> (RedisServer, SlackStandIn, TempDir, Running, Running) {
     let redis = RedisServer::start();
     let slack = SlackStandIn::start().await;
     let dir = TempDir::new().unwrap();
     scripts(dir.path(), &[("touch", RULE)]);
-    let replica = |name: &str| {
-        let data = dir.path().join(name);
-        let state = format!(
-            "[state]\nbackend = \"redis\"\nredis_url = \"{}\"\ntimeout = \"2s\"\n",
-            redis.url()
-        );
-        let text = config_text(dir.path(), &slack, &state).replace(
-            &format!("{}/data", dir.path().display()),
-            &data.display().to_string(),
-        );
-        let config_dir = dir.path().join(format!("{name}-config"));
-        std::fs::create_dir_all(&config_dir).unwrap();
-        config_from(&text, &config_dir)
-    };
-    let a = start(&replica("a")).await;
-    let b = start(&replica("b")).await;
+    let a = start(&replica(dir.path(), &slack, &redis, "a")).await;
+    let b = start(&replica(dir.path(), &slack, &redis, "b")).await;
+    (redis, slack, dir, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_sharing_redis_both_honour_a_silence_made_on_one() {
+    let (_redis, slack, _dir, a, b) = two_replicas().await;
 
     let made = silence(&a, None, shop_silence()).await;
     // Listing on B reads the shared silences (and refreshes B's copy).
@@ -673,4 +685,55 @@ async fn the_cli_reaches_a_tls_server_trusting_its_certificate_chain() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot reach klaxon"), "{stderr}");
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_redis_down_new_silences_are_refused_and_kept_ones_hold_then_an_empty_redis_is_seeded()
+{
+    let (redis, _slack, _dir, a, b) = two_replicas().await;
+    let first = silence(&a, None, shop_silence()).await;
+    assert_eq!(list(&b, None).await.len(), 1);
+
+    let port = redis.stop();
+    let request = admin(&a, reqwest::Method::POST, "/api/v1/silences", None).json(&shop_silence());
+    let (status, reply) = send(request).await;
+    assert_eq!(status, 503, "{reply}");
+    assert!(
+        reply["error"].as_str().unwrap().contains("other replicas"),
+        "{reply}"
+    );
+    assert_eq!(
+        post(&b, &[("r3", "shop")]).await,
+        (1, 0),
+        "the local copy holds"
+    );
+
+    // Redis back, empty: the next change seeds it first, so the first silence is kept.
+    let _redis = RedisServer::start_on(port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let second = loop {
+        let request =
+            admin(&b, reqwest::Method::POST, "/api/v1/silences", None).json(&shop_silence());
+        let (status, reply) = send(request).await;
+        if status == 201 {
+            break reply;
+        }
+        assert_eq!(status, 503, "{reply}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "redis never came back: {reply}"
+        );
+    };
+    let ids: Vec<Value> = list(&a, None)
+        .await
+        .iter()
+        .map(|s| s["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 2, "{ids:?}");
+    assert!(
+        ids.contains(&first["id"]) && ids.contains(&second["id"]),
+        "{ids:?}"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
 }
