@@ -654,7 +654,8 @@ impl SilenceStore {
             .seen_version
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if version.is_some() && version == *seen {
+        // Unchanged, or nothing anywhere: nothing to read.
+        if version == *seen && (version.is_some() || self.set.all().is_empty()) {
             return Ok(());
         }
         let _writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
