@@ -158,3 +158,14 @@ pub fn state_backend_outage() {
 pub fn state_backend_error(operation: &'static str) {
     counter!("klaxon_state_backend_errors_total", "operation" => operation).increment(1);
 }
+
+/// Runtime silences holding alerts back now (`klaxon_silences_active`).
+pub fn silences_active(count: usize) {
+    gauge!("klaxon_silences_active").set(count as f64);
+}
+
+/// A runtime silence created, expired through the API, or dropped after its retention
+/// (`klaxon_silence_changes_total{change}`; `change` is a fixed word).
+pub fn silence_change(change: &'static str) {
+    counter!("klaxon_silence_changes_total", "change" => change).increment(1);
+}

@@ -33,6 +33,10 @@ pub struct Args {
     /// Print only the exact payloads this target would receive, one per notice.
     #[arg(long, value_name = "NAME")]
     target: Option<String>,
+    /// Runtime silences to apply, on the event clock: the JSON `GET /api/v1/silences`
+    /// answers (`{"silences":[…]}`, e.g. saved by `klaxon silence list --format json`).
+    #[arg(long, value_name = "FILE")]
+    silences: Option<PathBuf>,
 }
 
 /// How alerts and notices are printed.
@@ -77,6 +81,9 @@ pub(super) fn run(config: &Config, args: &Args, mode: Mode) -> anyhow::Result<Ex
         targets.clone(),
         config.serve.delivery.max_alerts_per_notice,
     );
+    if let Some(path) = &args.silences {
+        replay.pipeline().silences().replace(read_silences(path)?);
+    }
     let mut counts = Counts::default();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -117,12 +124,22 @@ pub(super) fn run(config: &Config, args: &Args, mode: Mode) -> anyhow::Result<Ex
                     .collect(),
                 _ => Vec::new(),
             };
+            let held: Vec<Option<String>> = evaluation
+                .alerts
+                .iter()
+                .map(|a| replay.pipeline().silenced_by(a, clock_ms))
+                .collect();
             let outcomes = replay.push(evaluation.alerts, clock_ms);
-            for (text, (_, outcome)) in shown.iter().zip(&outcomes) {
-                match (args.format, outcome) {
-                    (Format::Human, Outcome::Admitted) => writeln!(out, "{text}\n")?,
-                    (Format::Human, other) => writeln!(out, "{text}\n    [{}]\n", other.as_str())?,
-                    (Format::Json, _) => writeln!(out, "{text}")?,
+            for ((text, (_, outcome)), held) in shown.iter().zip(&outcomes).zip(&held) {
+                match (args.format, outcome, held) {
+                    (Format::Human, Outcome::Admitted, _) => writeln!(out, "{text}\n")?,
+                    (Format::Human, Outcome::Silenced, Some(id)) => {
+                        writeln!(out, "{text}\n    [silenced by {id}]\n")?;
+                    }
+                    (Format::Human, other, _) => {
+                        writeln!(out, "{text}\n    [{}]\n", other.as_str())?;
+                    }
+                    (Format::Json, _, _) => writeln!(out, "{text}")?,
                 }
             }
             print_notices(&mut out, replay.take_notices(), mode, render, args.format)?;
@@ -323,4 +340,12 @@ fn summary(rules: &Ruleset, counts: &Counts, report: &Report) -> String {
         }
     }
     out
+}
+
+/// The silences of `--silences FILE` (`{"silences":[…]}`); a bad one is named by its path.
+fn read_silences(path: &Path) -> anyhow::Result<Vec<crate::pipeline::silence::RuntimeSilence>> {
+    let bytes = std::fs::read(path)
+        .with_context(|| format!("--silences: cannot read {}", path.display()))?;
+    crate::pipeline::silence::parse_list(&bytes)
+        .with_context(|| format!("--silences {}", path.display()))
 }

@@ -1,4 +1,5 @@
-//! The command line: `serve`, `dry-run` and `check`, sharing `--config` and `--scripts`.
+//! The command line: `serve`, `dry-run`, `check`, `silence` and the rest, sharing
+//! `--config` and `--scripts`.
 //!
 //! Loads config and scripts, then hands over to `server` or evaluates directly with `rules`.
 //! Calls `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit`, `sources`
@@ -10,6 +11,7 @@ mod dry_run;
 mod r#gen;
 mod outbox;
 mod serve;
+mod silence;
 mod test;
 
 use std::io::IsTerminal as _;
@@ -78,6 +80,9 @@ enum Command {
     /// Inspect and manage the outbox (pending deliveries and dead letters).
     #[command(subcommand)]
     Outbox(outbox::Command),
+    /// Silence alerts at runtime on a running klaxon (its admin API).
+    #[command(subcommand)]
+    Silence(silence::Command),
     /// Generate files for the cluster side.
     #[command(subcommand)]
     Gen(r#gen::Command),
@@ -143,6 +148,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(ref args) => Ok(check::run(&sources, args)),
         Command::Test(ref args) => test::run(&load_config()?, args),
         Command::Outbox(ref command) => outbox::run(&load_config()?, command),
+        Command::Silence(ref command) => silence::run(&load_config()?, command),
         Command::Gen(ref command) => r#gen::run(&load_config()?, command),
         Command::BenchRules(ref args) => bench_rules::run(&load_config()?, args),
     }

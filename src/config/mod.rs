@@ -20,7 +20,7 @@ use figment::Figment;
 use figment::providers::{Env, Serialized};
 
 pub use raw::{
-    RawAuth, RawConfig, RawDelivery, RawEventDedup, RawFileSource, RawOutbox, RawRouting,
+    RawAdmin, RawAuth, RawConfig, RawDelivery, RawEventDedup, RawFileSource, RawOutbox, RawRouting,
     RawRulePolicy, RawScripts, RawServer, RawSilence, RawSources, RawState, RawTarget, RawTls,
     StateBackend, TargetType,
 };
@@ -495,12 +495,7 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         );
     }
     let a = &s.auth;
-    let mut secret = |key: &'static str, v, e, f| {
-        targets::read_secret(key, v, e, f).unwrap_or_else(|(key, msg)| {
-            problem(&format!("server.auth.{key}"), msg);
-            None
-        })
-    };
+    let mut secret = |key, v, e, f| table_secret("server.auth", key, (v, e, f), problem);
     let bearer_token = secret(
         "bearer_token",
         &a.bearer_token,
@@ -603,6 +598,7 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
             "must be greater than 0".to_owned(),
         );
     }
+    let admin = validate_admin(&s.admin, problem);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {
         tls,
@@ -613,6 +609,8 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
             firehose_access_key,
             push_token,
         },
+        admin,
+        silence_retention: raw.outbox.silence_retention,
         max_concurrent_batches: match s.max_concurrent_batches {
             0 => cores,
             n => n,
@@ -628,6 +626,75 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         event_dedup_max_entries: raw.event_dedup.max_entries,
         outbox_unhealthy_after: raw.outbox.unhealthy_after,
     }
+}
+
+/// The secret `key` of `table`, given as its value, `KEY_env` or `KEY_file`; a problem is
+/// reported under `TABLE.KEY`.
+fn table_secret(
+    table: &str,
+    key: &'static str,
+    (value, env, file): (&Option<String>, &Option<String>, &Option<PathBuf>),
+    problem: &mut impl FnMut(&str, String),
+) -> Option<crate::secret::Secret> {
+    targets::read_secret(key, value, env, file).unwrap_or_else(|(key, msg)| {
+        problem(&format!("{table}.{key}"), msg);
+        None
+    })
+}
+
+/// `[server.admin]`: a bearer token and/or a Basic user and password; `None` when it sets
+/// neither (the admin API then takes `[server.auth]`).
+fn validate_admin(a: &RawAdmin, problem: &mut impl FnMut(&str, String)) -> Option<AuthSettings> {
+    let mut secret = |key, v, e, f| table_secret("server.admin", key, (v, e, f), problem);
+    let bearer_token = secret(
+        "bearer_token",
+        &a.bearer_token,
+        &a.bearer_token_env,
+        &a.bearer_token_file,
+    );
+    let password = secret("password", &a.password, &a.password_env, &a.password_file);
+    let password_named =
+        a.password.is_some() || a.password_env.is_some() || a.password_file.is_some();
+    let token_named =
+        a.bearer_token.is_some() || a.bearer_token_env.is_some() || a.bearer_token_file.is_some();
+    if token_named && bearer_token.is_none() {
+        problem(
+            "server.admin.bearer_token",
+            "configured but empty (an unset environment variable or an empty file?)".to_owned(),
+        );
+    }
+    let basic = match (&a.username, password) {
+        (Some(user), Some(password)) => Some((user.clone(), password)),
+        (Some(_), None) => {
+            problem(
+                "server.admin.password",
+                "username needs password, password_env or password_file (set and not empty)"
+                    .to_owned(),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            problem(
+                "server.admin.username",
+                "password needs username".to_owned(),
+            );
+            None
+        }
+        (None, None) if password_named => {
+            problem(
+                "server.admin.password",
+                "configured but empty (an unset environment variable or an empty file?)".to_owned(),
+            );
+            None
+        }
+        (None, None) => None,
+    };
+    let admin = AuthSettings {
+        bearer_token,
+        basic,
+        ..AuthSettings::default()
+    };
+    admin.is_enabled().then_some(admin)
 }
 
 /// `server.body_buffer_bytes`, 0 standing for four bodies of `max_body_bytes`; one

@@ -82,6 +82,35 @@ pub struct RawServer {
     pub tls: Option<RawTls>,
     /// `[server.auth]`; empty: no authentication.
     pub auth: RawAuth,
+    /// `[server.admin]`: who may use the admin API; empty: the same as `[server.auth]`.
+    pub admin: RawAdmin,
+}
+
+/// `[server.admin]` as written. Secrets as the value, `…_env` or `…_file`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Bearer token of the admin API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<String>,
+    /// Environment variable holding the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_env: Option<String>,
+    /// File holding the bearer token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bearer_token_file: Option<PathBuf>,
+    /// Basic-auth user name of the admin API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Basic-auth password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Environment variable holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// File holding the password.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// `[server.tls]` as written.
@@ -249,6 +278,9 @@ pub struct RawOutbox {
     /// fails, so that Kubernetes restarts the pod.
     #[serde(with = "humantime_serde")]
     pub unhealthy_after: Duration,
+    /// How long expired runtime silences are kept (listed) before they are dropped.
+    #[serde(with = "humantime_serde")]
+    pub silence_retention: Duration,
 }
 
 /// `[sources]` as written.
@@ -529,6 +561,7 @@ impl Default for RawServer {
             probe_listen: None,
             tls: None,
             auth: RawAuth::default(),
+            admin: RawAdmin::default(),
         }
     }
 }
@@ -548,6 +581,7 @@ impl Default for RawOutbox {
         Self {
             path: PathBuf::from("data"),
             unhealthy_after: Duration::from_secs(300),
+            silence_retention: Duration::from_secs(5 * 24 * 3600),
         }
     }
 }

@@ -8,8 +8,9 @@
 //! device) marks it broken; later operations close and reopen the file, with backoff
 //! (`health.rs`), and fail fast with [`OutboxError::Unavailable`] until that works.
 //! Followed files' positions are stored in the same transaction as the deliveries of the
-//! lines before them. Calls `rules` (the `Alert` type), `sources` (the `Cursor` and
-//! `Position` it stores), `clock` and `telemetry` (reopens, health, sizes after a reopen).
+//! lines before them. The runtime silences are kept here too (opaque JSON by id). Calls
+//! `rules` (the `Alert` type), `sources` (the `Cursor` and `Position` it stores), `clock`
+//! and `telemetry` (reopens, health, sizes after a reopen).
 
 mod health;
 #[doc(hidden)]
@@ -59,6 +60,9 @@ const SEEN: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("seen"
 /// Where each followed file stands (`sources::Position` as JSON), by source: written with
 /// the deliveries of the lines before it, so a restart neither loses nor repeats a line.
 const POSITIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("positions");
+
+/// The runtime silences (`pipeline::silence`'s JSON), by id: kept across restarts.
+const SILENCES: TableDefinition<&str, &[u8]> = TableDefinition::new("silences");
 
 /// Memory redb may use for its page cache.
 const CACHE_BYTES: usize = 8 << 20;
@@ -558,6 +562,42 @@ impl Outbox {
         })
     }
 
+    /// Every stored runtime silence: (id, its JSON).
+    pub fn silences(&self) -> Result<Vec<(String, Vec<u8>)>, OutboxError> {
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(SILENCES).store()?;
+            let mut out = Vec::new();
+            for row in table.iter().store()? {
+                let (id, json) = row.store()?;
+                out.push((id.value().to_owned(), json.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Stores `put` (replacing silences with the same id) and removes `remove`, in one
+    /// durable transaction.
+    pub fn write_silences(
+        &self,
+        put: &[(String, Vec<u8>)],
+        remove: &[String],
+    ) -> Result<(), OutboxError> {
+        self.with_db(Access::Write, |db| {
+            let txn = db.begin_write().store()?;
+            {
+                let mut table = txn.open_table(SILENCES).store()?;
+                for (id, json) in put {
+                    table.insert(id.as_str(), json.as_slice()).store()?;
+                }
+                for id in remove {
+                    table.remove(id.as_str()).store()?;
+                }
+            }
+            txn.commit().store()
+        })
+    }
+
     /// How many entries are pending and dead.
     pub fn sizes(&self) -> Result<Sizes, OutboxError> {
         self.with_db(Access::Read, count)
@@ -592,6 +632,7 @@ fn open_database(backend: impl StorageBackend) -> Result<Database, OutboxError> 
     txn.open_table(META).store()?;
     txn.open_table(SEEN).store()?;
     txn.open_table(POSITIONS).store()?;
+    txn.open_table(SILENCES).store()?;
     txn.commit().store()?;
     Ok(db)
 }

@@ -1,6 +1,10 @@
 //! Pipeline: what happens to a candidate alert before it is stored for delivery —
 //! silence → dedup → per-rule budget → routing to concrete targets.
 //!
+//! Silences are the config file's `[[silences]]` and the runtime ones (`silence.rs`: made
+//! through the API, stored in the outbox, shared through Redis); a silenced alert records
+//! which silence held it ([`Admission::silenced_by`]).
+//!
 //! Clocked by the caller: `serve` passes the wall clock, `dry-run` and `replay` the event's
 //! time, so a replay shows the decisions that day would have produced. Owns the dedup and
 //! budget state (bounded; see [`MAX_DEDUP_KEYS`]). Calls `notify` (targets), `outbox` (the
@@ -8,6 +12,7 @@
 
 mod policy;
 mod replay;
+pub mod silence;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,6 +21,7 @@ use arc_swap::ArcSwap;
 
 pub use policy::{Matcher, PipelineSettings, Route, RulePolicy, Silence};
 pub use replay::{Replay, Report, RuleTally, TargetTally, TimedNotice};
+pub use silence::{SilenceSet, SilenceStore};
 
 use crate::clock::duration_ms;
 use crate::notify::{Target, Targets};
@@ -67,11 +73,14 @@ enum SharedDecision {
     Answered(Verdict),
 }
 
-fn silenced(settings: &PipelineSettings, alert: &Alert, now_ms: i64) -> bool {
+/// The id of the config-file silence holding `alert` (`config:N`, N its index in
+/// `[[silences]]`).
+fn config_silence(settings: &PipelineSettings, alert: &Alert, now_ms: i64) -> Option<String> {
     settings
         .silences
         .iter()
-        .any(|s| now_ms < s.ends_at_ms && s.matcher.matches(alert))
+        .position(|s| now_ms < s.ends_at_ms && s.matcher.matches(alert))
+        .map(|i| format!("config:{i}"))
 }
 
 /// The dedup key of an alert: its rule and its (filled-in) dedup key.
@@ -117,6 +126,9 @@ pub struct Admission {
     pub deliveries: Vec<Delivery>,
     /// One `(rule, outcome)` per input alert, in input order.
     pub outcomes: Vec<(String, Outcome)>,
+    /// Per input alert, in input order: the id of the silence that held it (outcome
+    /// `silenced`: a runtime silence's `s-…`, or `config:N` for the Nth `[[silences]]`).
+    pub silenced_by: Vec<Option<String>>,
 }
 
 #[derive(Clone)]
@@ -188,6 +200,9 @@ pub struct Pipeline {
     state: Mutex<State>,
     /// Dedup shared with other replicas; its decisions win while it answers.
     shared: Option<Arc<dyn SharedDedup>>,
+    /// The runtime silences (kept by a [`SilenceStore`] in serve, read from a file in
+    /// dry-run and replay).
+    silences: Arc<SilenceSet>,
 }
 
 impl Pipeline {
@@ -198,6 +213,7 @@ impl Pipeline {
             targets,
             state: Mutex::new(State::default()),
             shared: None,
+            silences: Arc::default(),
         }
     }
 
@@ -206,6 +222,11 @@ impl Pipeline {
     pub fn with_shared(mut self, shared: Arc<dyn SharedDedup>) -> Self {
         self.shared = Some(shared);
         self
+    }
+
+    /// The runtime silences this pipeline honours.
+    pub fn silences(&self) -> &Arc<SilenceSet> {
+        &self.silences
     }
 
     /// Replaces routes, silences and policies (hot reload); dedup and budget state stay.
@@ -233,21 +254,30 @@ impl Pipeline {
         store: impl FnOnce(&Admission) -> Result<T, E>,
     ) -> Result<(Admission, T), E> {
         alerts.iter_mut().for_each(fill_keys);
-        let (shared, asked) = self.shared_decisions(&alerts, now_ms);
+        let held: Vec<Option<String>> = alerts
+            .iter()
+            .map(|alert| self.silenced_by(alert, now_ms))
+            .collect();
+        let (shared, asked) = self.shared_decisions(&alerts, &held, now_ms);
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let mut undo = Undo::default();
         let mut out = Admission {
             deliveries: self.due_digests_locked(&mut state, &mut undo, now_ms),
             outcomes: Vec::with_capacity(alerts.len()),
+            silenced_by: Vec::with_capacity(alerts.len()),
         };
-        for (i, mut alert) in alerts.into_iter().enumerate() {
+        for ((i, mut alert), held) in alerts.into_iter().enumerate().zip(held) {
             let shared = shared.as_ref().map(|decisions| decisions[i]);
-            let outcome = self.decide(&mut state, &mut undo, &mut alert, shared, now_ms);
+            let outcome = match held {
+                Some(_) => Outcome::Silenced,
+                None => self.decide(&mut state, &mut undo, &mut alert, shared, now_ms),
+            };
             if outcome == Outcome::Admitted {
-                let deliveries = self.route(&alert);
+                let deliveries = self.route(&alert, now_ms);
                 out.deliveries.extend(deliveries);
             }
             out.outcomes.push((alert.rule, outcome));
+            out.silenced_by.push(held);
         }
         let stored = match store(&out) {
             Ok(stored) => stored,
@@ -321,6 +351,7 @@ impl Pipeline {
     fn shared_decisions(
         &self,
         alerts: &[Alert],
+        held: &[Option<String>],
         now_ms: i64,
     ) -> (Option<Vec<SharedDecision>>, Vec<AdmissionKey>) {
         let Some(shared) = self.shared.as_ref() else {
@@ -329,8 +360,8 @@ impl Pipeline {
         let settings = self.settings.load();
         let mut positions = Vec::new();
         let mut keys = Vec::new();
-        for (i, alert) in alerts.iter().enumerate() {
-            if !silenced(&settings, alert, now_ms) {
+        for (i, (alert, held)) in alerts.iter().zip(held).enumerate() {
+            if held.is_none() {
                 positions.push(i);
                 let policy = settings.policy(&alert.rule);
                 keys.push(AdmissionKey {
@@ -370,9 +401,6 @@ impl Pipeline {
         now_ms: i64,
     ) -> Outcome {
         let settings = self.settings.load();
-        if silenced(&settings, alert, now_ms) {
-            return Outcome::Silenced;
-        }
         let policy = settings.policy(&alert.rule);
         let window = duration_ms(policy.dedup_window);
         // The local state is kept either way, so an outage of the shared store starts
@@ -436,7 +464,7 @@ impl Pipeline {
             };
             let policy = settings.policy(&rule);
             if let Some(digest) = digest(&rule, &policy, std::mem::take(budget)) {
-                out.extend(self.route(&digest));
+                out.extend(self.route(&digest, now_ms));
             }
         }
         out
@@ -444,17 +472,28 @@ impl Pipeline {
 
     /// The target names an alert asks for: its own `targets` (those the config knows), else
     /// the matching routes, else the defaults. Fallbacks are not followed yet.
+    /// Names the config does not know are logged and counted.
     pub fn requested_targets(&self, alert: &Alert) -> Vec<String> {
-        let settings = self.settings.load();
-        let mut names: Vec<String> = Vec::new();
-        for name in &alert.targets {
-            if self.targets.by_name.contains_key(name) {
-                names.push(name.clone());
-            } else {
-                tracing::warn!(rule = %alert.rule, target = %name, "alert names an unknown target; routing it by the config instead");
-                telemetry::unknown_target(&alert.rule);
-            }
+        let unknown = alert
+            .targets
+            .iter()
+            .filter(|name| !self.targets.by_name.contains_key(*name));
+        for name in unknown {
+            tracing::warn!(rule = %alert.rule, target = %name, "alert names an unknown target; routing it by the config instead");
+            telemetry::unknown_target(&alert.rule);
         }
+        self.requested_quietly(alert)
+    }
+
+    /// [`Pipeline::requested_targets`] without logging or counting unknown names.
+    fn requested_quietly(&self, alert: &Alert) -> Vec<String> {
+        let settings = self.settings.load();
+        let mut names: Vec<String> = alert
+            .targets
+            .iter()
+            .filter(|name| self.targets.by_name.contains_key(*name))
+            .cloned()
+            .collect();
         if names.is_empty() {
             for route in &settings.routes {
                 if route.matches(alert) {
@@ -471,10 +510,11 @@ impl Pipeline {
         names
     }
 
-    /// One delivery per concrete target of `alert`: fallbacks followed, each target once.
-    fn route(&self, alert: &Alert) -> Vec<Delivery> {
+    /// The concrete targets of the `requested` target names: fallbacks followed, each
+    /// target once.
+    fn concrete_targets(&self, requested: Vec<String>) -> Vec<String> {
         let mut concrete: Vec<String> = Vec::new();
-        for name in self.requested_targets(alert) {
+        for name in requested {
             if let Some((resolved, target)) = self.targets.resolve(&name)
                 && !matches!(target, Target::Fallback { .. })
                 && !concrete.iter().any(|c| c == resolved)
@@ -483,7 +523,40 @@ impl Pipeline {
             }
         }
         concrete
+    }
+
+    /// The silence holding `alert` at `now_ms`, if any: a config-file silence, a runtime
+    /// silence naming no target, or runtime silences holding it back from every one of its
+    /// targets (the first one's id).
+    pub fn silenced_by(&self, alert: &Alert, now_ms: i64) -> Option<String> {
+        let settings = self.settings.load();
+        if let Some(id) = config_silence(&settings, alert, now_ms) {
+            return Some(id);
+        }
+        if let Some(id) = self.silences.holding(alert, now_ms) {
+            return Some(id);
+        }
+        if !self.silences.any_naming_targets(now_ms) {
+            return None;
+        }
+        let mut held = None;
+        for target in self.concrete_targets(self.requested_quietly(alert)) {
+            let id = self.silences.holding_target(alert, &target, now_ms)?;
+            held.get_or_insert(id);
+        }
+        held
+    }
+
+    /// One delivery per concrete target of `alert` that no runtime silence holds it back
+    /// from.
+    fn route(&self, alert: &Alert, now_ms: i64) -> Vec<Delivery> {
+        self.concrete_targets(self.requested_targets(alert))
             .into_iter()
+            .filter(|target| {
+                self.silences
+                    .holding_target(alert, target, now_ms)
+                    .is_none()
+            })
             .map(|target| Delivery {
                 target,
                 alert: alert.clone(),

@@ -8,10 +8,13 @@
 //! Reloads scripts and pipeline settings on change. Optionally serves the probes and metrics
 //! on a second, plain-HTTP listener, stopped by the same shutdown. Starts the followers of
 //! `sources` from their stored positions; their chunks take the webhook's batch path and
-//! are stored with their positions; the same shutdown stops them. Takes its own settings
+//! are stored with their positions; the same shutdown stops them. Serves the admin API
+//! (`/api/v1/silences`) behind `[server.admin]` (`admin.rs`, `silences.rs`) and keeps the
+//! runtime silences fresh from the other replicas on its one-second ticker. Takes its own settings
 //! ([`ServeSettings`]) and a reload closure from its caller. Calls `pipeline`, `notify`,
 //! `outbox`, `rules`, `state`, `audit`, `sources`, `clock`, `secret` and `telemetry`.
 
+mod admin;
 pub mod auth;
 mod batch;
 mod error;
@@ -21,6 +24,7 @@ mod reload;
 mod routes;
 mod seen;
 mod settings;
+mod silences;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -41,7 +45,7 @@ pub use settings::{ServeSettings, ServerSettings};
 use crate::clock::wall_clock_ms;
 use crate::notify::{Dispatcher, Waker};
 use crate::outbox::{Delivery, Outbox, OutboxError};
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, SilenceStore};
 use crate::rules::Ruleset;
 use crate::sources::{Chunk, FileSource, Followers, Position, Sink};
 use crate::state::{RedisState, StateSettings};
@@ -58,6 +62,10 @@ struct AppState {
     waker: Waker,
     seen: SeenFilter,
     auth: AuthSettings,
+    /// What the admin API (`/api/v1/…`) takes: `[server.admin]`, else `auth`.
+    admin_auth: AuthSettings,
+    /// The runtime silences: durable, shared through Redis when configured.
+    silences: Arc<SilenceStore>,
     /// Batches evaluated at once.
     evaluators: Arc<Semaphore>,
     /// Batches in the server at once (evaluated + queued); past it, 429.
@@ -101,6 +109,9 @@ pub enum StartError {
     /// The shared state's client could not be built (a bad URL or CA file).
     #[error("shared state: {0}")]
     State(String),
+    /// The stored silences could not be read.
+    #[error(transparent)]
+    Silences(#[from] crate::pipeline::silence::SilenceError),
 }
 
 /// A bound webhook server, ready to run.
@@ -169,6 +180,17 @@ impl Server {
             shared.ping().await;
             pipeline = pipeline.with_shared(shared.clone());
         }
+        let silences = Arc::new(SilenceStore::open(
+            pipeline.silences().clone(),
+            outbox.clone(),
+            shared
+                .clone()
+                .map(|s| s as Arc<dyn crate::state::SharedSilences>),
+            s.silence_retention,
+        )?);
+        // Off the async threads: with Redis, a refresh blocks on its calls.
+        let store = silences.clone();
+        let _ = tokio::task::spawn_blocking(move || store.refresh(wall_clock_ms())).await;
         let shared_rate = shared
             .clone()
             .map(|s| s as Arc<dyn crate::state::SharedRate>);
@@ -190,6 +212,8 @@ impl Server {
                 waker: dispatcher.waker(),
                 seen,
                 auth: s.auth.clone(),
+                admin_auth: admin::admin_auth(s.admin.as_ref(), &s.auth),
+                silences,
                 evaluators: Arc::new(Semaphore::new(s.max_concurrent_batches)),
                 admission: Arc::new(Semaphore::new(
                     s.max_concurrent_batches + s.max_queued_batches,
@@ -385,6 +409,7 @@ async fn ticker(state: Arc<AppState>) {
 /// stay due if storing them fails.
 fn upkeep(state: &AppState) -> Result<(), OutboxError> {
     telemetry::event_dedup_entries(state.seen.len());
+    state.silences.refresh(wall_clock_ms());
     let sizes = state.outbox.sizes();
     telemetry::outbox_healthy(state.outbox.health().is_healthy());
     let sizes = sizes?;

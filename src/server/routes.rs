@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::auth::Credentials;
+use super::auth::{AuthSettings, Credentials};
 use super::error::with_retry_after;
 use super::listen::Peer;
 use super::{ApiError, AppState, BatchReply, batch, reload};
@@ -37,7 +37,8 @@ use crate::clock::wall_clock_ms;
 use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
-/// Ingest and reload behind auth; probes and metrics open; `Retry-After` on every 429 and
+/// Ingest and reload behind auth; the admin API behind `[server.admin]`; probes and
+/// metrics open; `Retry-After` on every 429 and
 /// 503.
 pub(super) fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
@@ -49,6 +50,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .with_state(state.clone());
     probes(state.clone())
         .merge(protected)
+        .merge(super::silences::routes(&state))
         .layer(middleware::map_response_with_state(state, retry_after))
 }
 
@@ -294,9 +296,19 @@ fn client_addr(req: &Request) -> Option<SocketAddr> {
     })
 }
 
-/// 401 with `WWW-Authenticate` unless the request carries valid credentials; the attempt
-/// is logged with the client's address, never with what it sent.
+/// 401 with `WWW-Authenticate` unless the request carries credentials `[server.auth]`
+/// takes.
 async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let response = authenticate_with(&state.auth, req, next).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        telemetry::batch(401);
+    }
+    response
+}
+
+/// 401 with `WWW-Authenticate` unless the request carries credentials `auth` takes; the
+/// attempt is logged with the client's address, never with what it sent.
+pub(super) async fn authenticate_with(auth: &AuthSettings, req: Request, next: Next) -> Response {
     let peer = req.extensions().get::<Peer>();
     let subject = peer.and_then(|p| {
         p.client_subject
@@ -320,19 +332,18 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
         client_subject: subject,
         query_token: query_token.as_deref().map(str::as_bytes),
     };
-    match state.auth.check(given) {
+    match auth.check(given) {
         Ok(()) => next.run(req).await,
         Err(refusal) => {
             let source = client_addr(&req).map_or("unknown".to_owned(), |a| a.to_string());
             tracing::warn!(source = %source, reason = refusal.as_str(), path = %req.uri().path(), "request refused: authentication failed");
             telemetry::auth_failure(refusal.as_str());
-            telemetry::batch(401);
             let mut response = (
                 StatusCode::UNAUTHORIZED,
                 Json(json!({ "error": "authentication required" })),
             )
                 .into_response();
-            for challenge in state.auth.challenges() {
+            for challenge in auth.challenges() {
                 response.headers_mut().append(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(challenge),

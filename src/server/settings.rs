@@ -44,6 +44,10 @@ pub struct ServerSettings {
     pub tls: Option<TlsSettings>,
     /// Who may post.
     pub auth: AuthSettings,
+    /// Who may use the admin API (`[server.admin]`); `None`: the same as `auth`.
+    pub admin: Option<AuthSettings>,
+    /// How long expired runtime silences are kept (`[outbox] silence_retention`).
+    pub silence_retention: Duration,
     /// Batches evaluated at once.
     pub max_concurrent_batches: usize,
     /// Batches waiting for an evaluator before 429.

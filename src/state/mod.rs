@@ -8,7 +8,8 @@
 //! keeps it in a Redis server shared by the replicas, with atomic operations and bounded
 //! TTLs. When Redis cannot be reached the callers fall back to their local state (fail
 //! open: a duplicate is better than silence); the outage is logged once, counted, and shown
-//! on `/readyz`. Owns the Redis client and the traits its callers use. Calls `secret` (the
+//! on `/readyz`. The runtime silences are kept there too, so a silence made on one
+//! replica holds alerts on all. Owns the Redis client and the traits its callers use. Calls `secret` (the
 //! password) and `telemetry`.
 
 mod redis;
@@ -100,6 +101,32 @@ pub trait SharedDedup: Send + Sync {
     fn decide(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<Vec<Verdict>, Unavailable>;
     /// Records the decided keys (the batch is stored).
     fn record(&self, keys: &[AdmissionKey], now_ms: i64) -> Result<(), Unavailable>;
+}
+
+/// The shared silences at one version.
+#[derive(Debug, Clone, Default)]
+pub struct SilenceRecords {
+    /// The version they were read at; `None`: the store holds none yet.
+    pub version: Option<u64>,
+    /// (id, JSON) of each.
+    pub records: Vec<(String, String)>,
+}
+
+/// Runtime silences shared by the replicas: opaque records (`id`, JSON) and a version that
+/// changes with every write, so a replica re-reads them only when something changed.
+pub trait SharedSilences: Send + Sync {
+    /// The current version; `None` when the store holds no silences yet (a new or emptied
+    /// Redis, which a replica seeds with its own).
+    fn silences_version(&self) -> Result<Option<u64>, Unavailable>;
+    /// Every stored silence, with the version read in the same transaction.
+    fn silences(&self) -> Result<SilenceRecords, Unavailable>;
+    /// Stores `put` (replacing records with the same id), removes `remove`, and bumps the
+    /// version, in one transaction.
+    fn write_silences(
+        &self,
+        put: &[(String, String)],
+        remove: &[String],
+    ) -> Result<(), Unavailable>;
 }
 
 /// A sighting of a stateful helper's key, committed with its batch.

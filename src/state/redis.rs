@@ -15,6 +15,10 @@
 //!   (read with `ZCOUNT`; older than the window dropped when a batch records its own),
 //!   expiring a window after the last; `first_seen`: a string set with `SET NX PXAT` its
 //!   sighting's time plus the window. Written only once the batch is stored.
+//! - `silences` — a hash of the runtime silences (id → JSON) and `silences:version`, a
+//!   counter bumped in the same transaction as every change; replicas poll the counter
+//!   (one `GET` a second) and re-read the hash when it moved. No TTL: expired silences
+//!   are removed by the replicas once their retention has passed.
 //! - `rate:{target}` — the target's theoretical arrival time (GCRA, ms on Redis's own
 //!   clock), so a target's rate holds across replicas; TTL the time it covers plus a
 //!   second.
@@ -29,7 +33,7 @@ use tokio::runtime::Handle;
 
 use super::{
     AdmissionKey, BoxFuture, RedisSettings, SharedDedup, SharedHelpers, SharedRate, SharedSighting,
-    Unavailable, Verdict,
+    SharedSilences, SilenceRecords, Unavailable, Verdict,
 };
 use crate::telemetry;
 
@@ -241,6 +245,14 @@ impl RedisState {
                 .query_async::<()>(&mut conn)
                 .await
         })
+    }
+
+    fn silences_key(&self) -> String {
+        format!("{}silences", self.prefix)
+    }
+
+    fn silences_version_key(&self) -> String {
+        format!("{}silences:version", self.prefix)
     }
 
     fn helper_key(&self, key: &str) -> String {
@@ -482,5 +494,57 @@ fn client(settings: &RedisSettings) -> Result<Client, String> {
             )
             .map_err(|e| format!("state.redis_ca_file: {e}"))
         }
+    }
+}
+
+impl SharedSilences for RedisState {
+    fn silences_version(&self) -> Result<Option<u64>, Unavailable> {
+        let key = self.silences_version_key();
+        self.call("silences", |mut conn| async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+        })
+    }
+
+    fn silences(&self) -> Result<SilenceRecords, Unavailable> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("GET")
+            .arg(self.silences_version_key())
+            .cmd("HGETALL")
+            .arg(self.silences_key());
+        self.call("silences", |mut conn| async move {
+            pipe.query_async::<(Option<u64>, Vec<(String, String)>)>(&mut conn)
+                .await
+        })
+        .map(|(version, records)| SilenceRecords { version, records })
+    }
+
+    fn write_silences(
+        &self,
+        put: &[(String, String)],
+        remove: &[String],
+    ) -> Result<(), Unavailable> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if !put.is_empty() {
+            pipe.cmd("HSET").arg(self.silences_key());
+            for (id, json) in put {
+                pipe.arg(id).arg(json);
+            }
+            pipe.ignore();
+        }
+        if !remove.is_empty() {
+            pipe.cmd("HDEL")
+                .arg(self.silences_key())
+                .arg(remove)
+                .ignore();
+        }
+        pipe.cmd("INCR").arg(self.silences_version_key()).ignore();
+        self.call("silences", |mut conn| async move {
+            pipe.query_async::<()>(&mut conn).await
+        })
     }
 }

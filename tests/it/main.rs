@@ -45,6 +45,7 @@ mod serve_process;
 mod server;
 mod server_config;
 mod shipped_settings;
+mod silences;
 mod slack;
 mod stateful;
 mod tls;
