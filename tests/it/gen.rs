@@ -14,7 +14,6 @@
 use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
-use assert_cmd::cargo::cargo_bin_cmd;
 use predicates::prelude::*;
 use predicates::str::contains;
 use tempfile::TempDir;
@@ -32,15 +31,7 @@ fn shipped_policy() -> String {
 
 /// `klaxon --config DIR/klaxon.toml gen apiserver-config ARGS` with a clean environment.
 fn gen_cmd(dir: &Path, args: &[&str]) -> Command {
-    let mut cmd = cargo_bin_cmd!("klaxon");
-    cmd.current_dir(dir)
-        .env_remove("SLACK_WEBHOOK_URL")
-        .env_remove("RUST_LOG");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("KLAXON_") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = crate::support::process::klaxon_command(dir);
     cmd.arg("--config")
         .arg(dir.join("klaxon.toml"))
         .args(["gen", "apiserver-config"])
