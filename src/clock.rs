@@ -19,6 +19,18 @@ pub fn parse_time_ms(rfc3339: &str) -> Option<i64> {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
 }
 
+/// Milliseconds since the epoch as an RFC 3339 timestamp in UTC (`…Z`); the number itself
+/// when it is out of range.
+pub fn format_time_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
 /// A duration in whole milliseconds, saturating at `i64::MAX`.
 pub fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
@@ -33,6 +45,16 @@ mod tests {
         assert_eq!(parse_time_ms("1970-01-01T00:00:01Z"), Some(1000));
         assert_eq!(parse_time_ms("1970-01-01T00:00:01.250000Z"), Some(1250));
         assert_eq!(parse_time_ms("yesterday"), None);
+    }
+
+    #[test]
+    fn formats_rfc3339_in_utc() {
+        assert_eq!(format_time_ms(1000), "1970-01-01T00:00:01Z");
+        assert_eq!(format_time_ms(1250), "1970-01-01T00:00:01.25Z");
+        assert_eq!(
+            parse_time_ms(&format_time_ms(1_796_320_800_123)),
+            Some(1_796_320_800_123)
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! Calls `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit`, `sources`
 //! (the `--follow` settings) and `clock`.
 
+mod alerts;
 mod bench_rules;
 mod check;
 mod dry_run;
@@ -78,6 +79,9 @@ enum Command {
     /// Inspect and manage the outbox (pending deliveries and dead letters).
     #[command(subcommand)]
     Outbox(outbox::Command),
+    /// The alert history of a running klaxon (over its HTTP API).
+    #[command(subcommand)]
+    Alerts(alerts::Command),
     /// Generate files for the cluster side.
     #[command(subcommand)]
     Gen(r#gen::Command),
@@ -143,6 +147,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(ref args) => Ok(check::run(&sources, args)),
         Command::Test(ref args) => test::run(&load_config()?, args),
         Command::Outbox(ref command) => outbox::run(&load_config()?, command),
+        Command::Alerts(ref command) => alerts::run(&load_config()?, command),
         Command::Gen(ref command) => r#gen::run(&load_config()?, command),
         Command::BenchRules(ref args) => bench_rules::run(&load_config()?, args),
     }

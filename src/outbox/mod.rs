@@ -8,10 +8,13 @@
 //! device) marks it broken; later operations close and reopen the file, with backoff
 //! (`health.rs`), and fail fast with [`OutboxError::Unavailable`] until that works.
 //! Followed files' positions are stored in the same transaction as the deliveries of the
-//! lines before them. Calls `rules` (the `Alert` type), `sources` (the `Cursor` and
-//! `Position` it stores), `clock` and `telemetry` (reopens, health, sizes after a reopen).
+//! lines before them. The alert history (`history.rs`) lives in the same file, written
+//! with the batches' deliveries. Calls `rules` (the `Alert` and `Severity` types), `sources`
+//! (the `Cursor` and `Position` it stores), `clock` and `telemetry` (reopens, health, sizes
+//! after a reopen, history size and pruning).
 
 mod health;
+mod history;
 #[doc(hidden)]
 pub mod testing;
 
@@ -29,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use health::Health;
 use health::{Gate, State};
+pub use history::{HistoryQuery, HistorySettings, Raised};
 
 use crate::clock::duration_ms;
 use crate::rules::Alert;
@@ -186,11 +190,19 @@ enum Access {
     Write,
 }
 
+/// The alert history's bounds and the entries waiting for the next write.
+#[derive(Debug, Default)]
+struct HistoryBuffer {
+    settings: HistorySettings,
+    waiting: Vec<Raised>,
+}
+
 /// The durable outbox.
 pub struct Outbox {
     /// `None` only between closing a broken database and a successful reopen.
     db: RwLock<Option<Database>>,
     state: Mutex<State>,
+    history: Mutex<HistoryBuffer>,
     open: Opener,
     path: PathBuf,
 }
@@ -225,6 +237,7 @@ impl Outbox {
         Ok(Self {
             db: RwLock::new(Some(db)),
             state: Mutex::new(State::default()),
+            history: Mutex::new(HistoryBuffer::default()),
             open,
             path,
         })
@@ -341,24 +354,108 @@ impl Outbox {
 
     /// Stores deliveries in one durable transaction (one fsync); returns their ids.
     pub fn enqueue(&self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<u64>, OutboxError> {
-        self.enqueue_batch(deliveries, &Processed::default(), now_ms)
+        self.enqueue_batch(deliveries, &Processed::default(), &[], now_ms)
     }
 
-    /// Stores a batch's deliveries and, in the same transaction, the events it processed
-    /// and its source's cursor (a batch that raises nothing writes nothing but its
-    /// cursor). Returns the deliveries' ids.
+    /// Stores a batch's deliveries and, in the same transaction, the events it processed,
+    /// its source's cursor and the history of its alerts (`raised`, with any history still
+    /// waiting). A batch that stores nothing else writes nothing: its history waits in
+    /// memory for the next write or [`Outbox::flush_history`]. Returns the deliveries' ids.
     pub fn enqueue_batch(
         &self,
         deliveries: &[Delivery],
         processed: &Processed<'_>,
+        raised: &[Raised],
         now_ms: i64,
     ) -> Result<Vec<u64>, OutboxError> {
         if deliveries.is_empty() && processed.cursor.is_none() {
+            self.wait_in_memory(raised.to_vec());
             return Ok(Vec::new());
         }
-        self.with_db(Access::Write, |db| {
-            insert(db, deliveries, processed, now_ms)
+        let (mut history, settings) = self.take_waiting();
+        let waiting = history.len();
+        history.extend_from_slice(raised);
+        let stored = self.with_db(Access::Write, |db| {
+            insert(db, deliveries, processed, (&history, settings), now_ms)
+        });
+        if stored.is_err() {
+            // This batch's own history comes again with its retry; the rest waits on.
+            history.truncate(waiting);
+            self.wait_in_memory(history);
+        }
+        stored
+    }
+
+    /// Sets how long and how much history is kept.
+    pub fn set_history(&self, settings: HistorySettings) {
+        self.history_buffer().settings = settings;
+    }
+
+    /// How many history entries wait in memory for the next write.
+    pub fn buffered_history(&self) -> usize {
+        self.history_buffer().waiting.len()
+    }
+
+    /// Writes the history waiting in memory and prunes entries past the retention time
+    /// or the size bound (a bounded number per call); writes nothing when there is
+    /// nothing to do. The server calls it once a second.
+    pub fn flush_history(&self, now_ms: i64) -> Result<(), OutboxError> {
+        let (waiting, settings) = self.take_waiting();
+        let idle = waiting.is_empty()
+            && !self.with_db(Access::Read, |db| {
+                let txn = db.begin_read().store()?;
+                let table = txn.open_table(history::HISTORY).store()?;
+                history::needs_pruning(&table, settings, now_ms)
+            })?;
+        if idle {
+            return Ok(());
+        }
+        let written = self.with_db(Access::Write, |db| {
+            let txn = db.begin_write().store()?;
+            history::record(&txn, &waiting, settings, now_ms)?;
+            history::prune_in(&txn, settings, now_ms)?;
+            txn.commit().store()
+        });
+        if written.is_err() {
+            self.wait_in_memory(waiting);
+        }
+        written
+    }
+
+    /// The history entries `query` selects, newest first, after writing those waiting.
+    pub fn history(&self, query: &HistoryQuery, now_ms: i64) -> Result<Vec<Raised>, OutboxError> {
+        self.flush_history(now_ms)?;
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(history::HISTORY).store()?;
+            history::select(&table, query)
         })
+    }
+
+    fn history_buffer(&self) -> MutexGuard<'_, HistoryBuffer> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the history waiting in memory, with the bounds to write it under.
+    fn take_waiting(&self) -> (Vec<Raised>, HistorySettings) {
+        let mut buffer = self.history_buffer();
+        (std::mem::take(&mut buffer.waiting), buffer.settings)
+    }
+
+    /// Keeps `raised` in memory, before anything newer, for the next write; past
+    /// [`history::MAX_BUFFERED`] the oldest are dropped.
+    fn wait_in_memory(&self, mut raised: Vec<Raised>) {
+        if raised.is_empty() {
+            return;
+        }
+        let mut buffer = self.history_buffer();
+        raised.append(&mut buffer.waiting);
+        let over = raised.len().saturating_sub(history::MAX_BUFFERED);
+        if over > 0 {
+            raised.drain(..over);
+            telemetry::history_dropped(over as u64);
+        }
+        buffer.waiting = raised;
     }
 
     /// The (auditID, stage) pairs of the batches stored within `window` before `now_ms`.
@@ -592,18 +689,22 @@ fn open_database(backend: impl StorageBackend) -> Result<Database, OutboxError> 
     txn.open_table(META).store()?;
     txn.open_table(SEEN).store()?;
     txn.open_table(POSITIONS).store()?;
+    txn.open_table(history::HISTORY).store()?;
     txn.commit().store()?;
     Ok(db)
 }
 
-/// Stores deliveries as new pending entries in one transaction; returns their ids.
+/// Stores deliveries as new pending entries in one transaction, with the batch's events,
+/// cursor and history; returns their ids.
 fn insert(
     db: &Database,
     deliveries: &[Delivery],
     processed: &Processed<'_>,
+    (raised, settings): (&[Raised], HistorySettings),
     now_ms: i64,
 ) -> Result<Vec<u64>, OutboxError> {
     let txn = db.begin_write().store()?;
+    history::record(&txn, raised, settings, now_ms)?;
     if let Some(cursor) = processed.cursor {
         let position = serde_json::to_vec(&cursor.position)?;
         txn.open_table(POSITIONS)
@@ -774,7 +875,7 @@ mod tests {
             cursor: Some(&quiet),
             ..Processed::default()
         };
-        outbox.enqueue_batch(&[], &processed, 1).unwrap();
+        outbox.enqueue_batch(&[], &processed, &[], 1).unwrap();
         assert_eq!(outbox.position(&source).unwrap(), Some(quiet.position));
         // A failed write moves neither the deliveries nor the position.
         let loud = cursor(200);
@@ -785,7 +886,7 @@ mod tests {
         switch.fail_writes();
         assert!(
             outbox
-                .enqueue_batch(&[delivery("x")], &processed, 2)
+                .enqueue_batch(&[delivery("x")], &processed, &[], 2)
                 .is_err()
         );
         switch.heal();
@@ -793,7 +894,9 @@ mod tests {
         assert_eq!(position, Some(quiet.position));
         assert!(titles(&outbox).is_empty());
         eventually("the batch stored on a retry", || {
-            outbox.enqueue_batch(&[delivery("x")], &processed, 3).ok()
+            outbox
+                .enqueue_batch(&[delivery("x")], &processed, &[], 3)
+                .ok()
         });
         assert_eq!(outbox.position(&source).unwrap(), Some(loud.position));
         assert_eq!(titles(&outbox), ["x"]);

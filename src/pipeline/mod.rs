@@ -19,7 +19,7 @@ pub use replay::{Replay, Report, RuleTally, TargetTally, TimedNotice};
 
 use crate::clock::duration_ms;
 use crate::notify::{Target, Targets};
-use crate::outbox::Delivery;
+use crate::outbox::{Delivery, Raised};
 use crate::rules::{Alert, Severity};
 use crate::state::{AdmissionKey, SharedDedup, Verdict};
 use crate::telemetry;
@@ -74,6 +74,13 @@ fn silenced(settings: &PipelineSettings, alert: &Alert, now_ms: i64) -> bool {
         .any(|s| now_ms < s.ends_at_ms && s.matcher.matches(alert))
 }
 
+/// The duplicates this replica has counted in the incident of a deduplicated alert, this
+/// one included (at least 1: the shared store may know of a first one this replica missed).
+fn duplicates(state: &State, alert: &Alert) -> u64 {
+    let entry = state.dedup.get(&dedup_key(alert));
+    entry.map_or(1, |e| e.suppressed.max(1))
+}
+
 /// The dedup key of an alert: its rule and its (filled-in) dedup key.
 fn dedup_key(alert: &Alert) -> String {
     format!("{}\u{1f}{}", alert.rule, alert.dedup_key)
@@ -117,6 +124,8 @@ pub struct Admission {
     pub deliveries: Vec<Delivery>,
     /// One `(rule, outcome)` per input alert, in input order.
     pub outcomes: Vec<(String, Outcome)>,
+    /// The history of each input alert, in input order: the alert, its outcome and targets.
+    pub raised: Vec<Raised>,
 }
 
 #[derive(Clone)]
@@ -239,15 +248,33 @@ impl Pipeline {
         let mut out = Admission {
             deliveries: self.due_digests_locked(&mut state, &mut undo, now_ms),
             outcomes: Vec::with_capacity(alerts.len()),
+            raised: Vec::with_capacity(alerts.len()),
         };
         for (i, mut alert) in alerts.into_iter().enumerate() {
             let shared = shared.as_ref().map(|decisions| decisions[i]);
             let outcome = self.decide(&mut state, &mut undo, &mut alert, shared, now_ms);
-            if outcome == Outcome::Admitted {
-                let deliveries = self.route(&alert);
-                out.deliveries.extend(deliveries);
+            let mut raised = Raised {
+                seq: 0,
+                raised_at_ms: now_ms,
+                alert,
+                outcome: outcome.as_str().to_owned(),
+                silenced_by: None,
+                duplicates: 0,
+                targets: Vec::new(),
+            };
+            match outcome {
+                Outcome::Admitted => {
+                    let deliveries = self.route(&raised.alert);
+                    raised.targets = deliveries.iter().map(|d| d.target.clone()).collect();
+                    out.deliveries.extend(deliveries);
+                }
+                // Its rule's digest is routed like the alert itself.
+                Outcome::Folded => raised.targets = self.concrete_targets(&raised.alert),
+                Outcome::Deduplicated => raised.duplicates = duplicates(&state, &raised.alert),
+                Outcome::Silenced => {}
             }
-            out.outcomes.push((alert.rule, outcome));
+            out.outcomes.push((raised.alert.rule.clone(), outcome));
+            out.raised.push(raised);
         }
         let stored = match store(&out) {
             Ok(stored) => stored,
@@ -473,6 +500,17 @@ impl Pipeline {
 
     /// One delivery per concrete target of `alert`: fallbacks followed, each target once.
     fn route(&self, alert: &Alert) -> Vec<Delivery> {
+        self.concrete_targets(alert)
+            .into_iter()
+            .map(|target| Delivery {
+                target,
+                alert: alert.clone(),
+            })
+            .collect()
+    }
+
+    /// The concrete targets of `alert`: fallbacks followed, each target once.
+    fn concrete_targets(&self, alert: &Alert) -> Vec<String> {
         let mut concrete: Vec<String> = Vec::new();
         for name in self.requested_targets(alert) {
             if let Some((resolved, target)) = self.targets.resolve(&name)
@@ -483,12 +521,6 @@ impl Pipeline {
             }
         }
         concrete
-            .into_iter()
-            .map(|target| Delivery {
-                target,
-                alert: alert.clone(),
-            })
-            .collect()
     }
 }
 

@@ -37,13 +37,14 @@ use crate::clock::wall_clock_ms;
 use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
-/// Ingest and reload behind auth; probes and metrics open; `Retry-After` on every 429 and
+/// Ingest, reload and the alert history behind auth; probes and metrics open; `Retry-After` on every 429 and
 /// 503.
 pub(super) fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/", post(ingest))
         .route("/audit", post(ingest))
         .route("/-/reload", post(reload_now))
+        .merge(super::history::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn(firehose_reply))
         .with_state(state.clone());
