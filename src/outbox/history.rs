@@ -7,8 +7,8 @@
 //! most a few entries more than were added per write and a bounded batch per background
 //! flush, so it never scans the table. A batch that stores deliveries writes its history
 //! in the same transaction; a batch that stores nothing else (its alerts all deduplicated,
-//! silenced or folded) leaves its history in memory for the next write or the server's
-//! one-second flush, so it costs no fsync of its own.
+//! silenced or folded) leaves its history in memory for the server's one-second flush (or
+//! writes what waits once [`FLUSH_AT`] entries do), so it costs no fsync of its own.
 
 use std::time::Duration;
 
@@ -32,9 +32,22 @@ const PRUNE_SLACK: usize = 64;
 /// Entries pruned at most per background flush (one write transaction).
 const FLUSH_PRUNE_LIMIT: usize = 10_000;
 
+/// Entries waiting in memory at which a batch that stores nothing else writes them at
+/// once (one fsync for this many alerts) rather than leave them to the upkeep.
+pub const FLUSH_AT: usize = 1_000;
+
 /// Entries waiting in memory at most while the outbox cannot be written; past it the
 /// oldest are dropped (and counted).
-pub(super) const MAX_BUFFERED: usize = 10_000;
+const MAX_BUFFERED: usize = 10_000;
+
+/// Drops the oldest waiting entries past [`MAX_BUFFERED`], counting them.
+pub(super) fn bound(waiting: &mut Vec<Raised>) {
+    let over = waiting.len().saturating_sub(MAX_BUFFERED);
+    if over > 0 {
+        waiting.drain(..over);
+        telemetry::history_dropped(over as u64);
+    }
+}
 
 /// How long and how much history is kept (`[history]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +70,8 @@ impl Default for HistorySettings {
 /// One alert raised, with what became of it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Raised {
-    /// Its sequence number in the history (0 until stored).
-    #[serde(default)]
+    /// Its sequence number in the history (0 until stored; kept in the key, not the value).
+    #[serde(skip)]
     pub seq: u64,
     /// When the pipeline decided on it (ms since the epoch).
     pub raised_at_ms: i64,
@@ -107,6 +120,17 @@ fn mentions(alert: &Alert, needle: &str) -> bool {
     has(&alert.title) || has(&alert.text) || alert.fields.values().any(|v| has(v))
 }
 
+/// An entry ready to store: when it was raised, and its JSON.
+pub(super) type Encoded = (i64, Vec<u8>);
+
+/// Encodes entries for storing (once, so that waiting in memory costs no copy of them).
+pub(super) fn encode(raised: &[Raised]) -> Result<Vec<Encoded>, OutboxError> {
+    raised
+        .iter()
+        .map(|r| Ok((r.raised_at_ms, serde_json::to_vec(r)?)))
+        .collect()
+}
+
 /// How many entries a prune dropped, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Pruned {
@@ -120,7 +144,7 @@ pub(super) struct Pruned {
 /// past the bounds (at most a few more than were added); sets the entries gauge.
 pub(super) fn record(
     txn: &WriteTransaction,
-    raised: &[Raised],
+    raised: &[Encoded],
     settings: HistorySettings,
     now_ms: i64,
 ) -> Result<(), OutboxError> {
@@ -130,14 +154,9 @@ pub(super) fn record(
     let mut meta = txn.open_table(META).store()?;
     let mut seq = meta.get(NEXT_SEQ).store()?.map_or(1, |v| v.value());
     let mut table = txn.open_table(HISTORY).store()?;
-    for entry in raised {
-        let stored = Raised {
-            seq,
-            ..entry.clone()
-        };
-        let bytes = serde_json::to_vec(&stored)?;
+    for (raised_at_ms, json) in raised {
         table
-            .insert((entry.raised_at_ms, seq), bytes.as_slice())
+            .insert((*raised_at_ms, seq), json.as_slice())
             .store()?;
         seq += 1;
     }
@@ -225,9 +244,10 @@ pub(super) fn select(
         if out.len() >= query.limit {
             break;
         }
-        let (_, value) = row.store()?;
-        let raised: Raised = serde_json::from_slice(value.value())?;
+        let (key, value) = row.store()?;
+        let mut raised: Raised = serde_json::from_slice(value.value())?;
         if query.matches(&raised, needle.as_deref()) {
+            raised.seq = key.value().1;
             out.push(raised);
         }
     }
@@ -236,8 +256,9 @@ pub(super) fn select(
 
 #[cfg(test)]
 mod tests {
-    use super::super::Outbox;
+    use super::super::{Access, Outbox};
     use super::*;
+    use redb::ReadableDatabase;
 
     fn raised(rule: &str, title: &str, at_ms: i64) -> Raised {
         Raised {
@@ -279,7 +300,12 @@ mod tests {
             };
             let batch = [raised("r", title, at)];
             outbox
-                .enqueue_batch(&[delivery], &super::super::Processed::default(), &batch, at)
+                .enqueue_batch(
+                    &[delivery],
+                    &super::super::Processed::default(),
+                    batch.to_vec(),
+                    at,
+                )
                 .unwrap();
         }
         assert_eq!(titles(&outbox, &all(10), 2_000), ["e", "d", "c"]);
@@ -293,11 +319,37 @@ mod tests {
         let outbox = Outbox::open(dir.path()).unwrap();
         let processed = super::super::Processed::default();
         let quiet = [raised("r", "held", 10)];
-        outbox.enqueue_batch(&[], &processed, &quiet, 10).unwrap();
+        outbox
+            .enqueue_batch(&[], &processed, quiet.to_vec(), 10)
+            .unwrap();
         assert_eq!(outbox.buffered_history(), 1, "no write of its own");
         // A query flushes first, so it sees everything raised so far.
         assert_eq!(titles(&outbox, &all(10), 20), ["held"]);
         assert_eq!(outbox.buffered_history(), 0);
+    }
+
+    #[test]
+    fn a_flood_of_alerts_that_store_nothing_else_is_written_once_enough_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let processed = super::super::Processed::default();
+        let flood: Vec<Raised> = (0..FLUSH_AT as i64)
+            .map(|i| raised("r", "dup", i))
+            .collect();
+        let (last, first) = flood.split_at(1);
+        outbox
+            .enqueue_batch(&[], &processed, first.to_vec(), 1)
+            .unwrap();
+        assert_eq!(outbox.buffered_history(), FLUSH_AT - 1);
+        outbox
+            .enqueue_batch(&[], &processed, last.to_vec(), 2)
+            .unwrap();
+        assert_eq!(outbox.buffered_history(), 0, "written at once");
+        let stored = outbox.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            txn.open_table(HISTORY).store()?.len().store()
+        });
+        assert_eq!(stored.unwrap(), FLUSH_AT as u64);
     }
 
     #[test]
@@ -311,7 +363,9 @@ mod tests {
         });
         let processed = super::super::Processed::default();
         let old = [raised("r", "old", 0), raised("r", "newer", hour / 2)];
-        outbox.enqueue_batch(&[], &processed, &old, 0).unwrap();
+        outbox
+            .enqueue_batch(&[], &processed, old.to_vec(), 0)
+            .unwrap();
         outbox.flush_history(0).unwrap();
         assert_eq!(titles(&outbox, &all(10), 0), ["newer", "old"]);
         // An hour and a bit later "old" is past retention; the flush alone drops it.
@@ -334,7 +388,9 @@ mod tests {
             warn,
         ];
         let processed = super::super::Processed::default();
-        outbox.enqueue_batch(&[], &processed, &batch, 30).unwrap();
+        outbox
+            .enqueue_batch(&[], &processed, batch.to_vec(), 30)
+            .unwrap();
         let query = |f: fn(&mut HistoryQuery)| {
             let mut q = all(10);
             f(&mut q);

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use health::Health;
 use health::{Gate, State};
+use history::{Encoded, bound};
 pub use history::{HistoryQuery, HistorySettings, Raised};
 
 use crate::clock::duration_ms;
@@ -354,36 +355,36 @@ impl Outbox {
 
     /// Stores deliveries in one durable transaction (one fsync); returns their ids.
     pub fn enqueue(&self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<u64>, OutboxError> {
-        self.enqueue_batch(deliveries, &Processed::default(), &[], now_ms)
+        self.enqueue_batch(deliveries, &Processed::default(), Vec::new(), now_ms)
     }
 
     /// Stores a batch's deliveries and, in the same transaction, the events it processed,
-    /// its source's cursor and the history of its alerts (`raised`, with any history still
-    /// waiting). A batch that stores nothing else writes nothing: its history waits in
-    /// memory for the next write or [`Outbox::flush_history`]. Returns the deliveries' ids.
+    /// its source's cursor and the history of its alerts (`raised`). A batch that stores
+    /// nothing else writes nothing: its history waits in memory for
+    /// [`Outbox::flush_history`] (the server's upkeep, once a second), or is written at
+    /// once when [`history::FLUSH_AT`] entries wait. Returns the deliveries' ids.
     pub fn enqueue_batch(
         &self,
         deliveries: &[Delivery],
         processed: &Processed<'_>,
-        raised: &[Raised],
+        raised: Vec<Raised>,
         now_ms: i64,
     ) -> Result<Vec<u64>, OutboxError> {
         if deliveries.is_empty() && processed.cursor.is_none() {
-            self.wait_in_memory(raised.to_vec());
+            if self.wait_in_memory(raised) >= history::FLUSH_AT {
+                // The history's own trouble: the batch needs nothing stored, so it is not
+                // refused for it; the entries wait on (the outbox logs a break itself).
+                if let Err(err) = self.flush_history(now_ms) {
+                    tracing::debug!(error = %err, "cannot write the alert history now");
+                }
+            }
             return Ok(Vec::new());
         }
-        let (mut history, settings) = self.take_waiting();
-        let waiting = history.len();
-        history.extend_from_slice(raised);
-        let stored = self.with_db(Access::Write, |db| {
-            insert(db, deliveries, processed, (&history, settings), now_ms)
-        });
-        if stored.is_err() {
-            // This batch's own history comes again with its retry; the rest waits on.
-            history.truncate(waiting);
-            self.wait_in_memory(history);
-        }
-        stored
+        let settings = self.history_buffer().settings;
+        let raised = history::encode(&raised)?;
+        self.with_db(Access::Write, |db| {
+            insert(db, deliveries, processed, (&raised, settings), now_ms)
+        })
     }
 
     /// Sets how long and how much history is kept.
@@ -400,7 +401,24 @@ impl Outbox {
     /// or the size bound (a bounded number per call); writes nothing when there is
     /// nothing to do. The server calls it once a second.
     pub fn flush_history(&self, now_ms: i64) -> Result<(), OutboxError> {
-        let (waiting, settings) = self.take_waiting();
+        let (waiting, settings) = {
+            let mut buffer = self.history_buffer();
+            (std::mem::take(&mut buffer.waiting), buffer.settings)
+        };
+        let result = self.write_history(&waiting, settings, now_ms);
+        if result.is_err() {
+            self.put_back(waiting);
+        }
+        result
+    }
+
+    /// Stores `waiting` and prunes, in one transaction; none when there is nothing to do.
+    fn write_history(
+        &self,
+        waiting: &[Raised],
+        settings: HistorySettings,
+        now_ms: i64,
+    ) -> Result<(), OutboxError> {
         let idle = waiting.is_empty()
             && !self.with_db(Access::Read, |db| {
                 let txn = db.begin_read().store()?;
@@ -410,16 +428,13 @@ impl Outbox {
         if idle {
             return Ok(());
         }
-        let written = self.with_db(Access::Write, |db| {
+        let encoded = history::encode(waiting)?;
+        self.with_db(Access::Write, |db| {
             let txn = db.begin_write().store()?;
-            history::record(&txn, &waiting, settings, now_ms)?;
+            history::record(&txn, &encoded, settings, now_ms)?;
             history::prune_in(&txn, settings, now_ms)?;
             txn.commit().store()
-        });
-        if written.is_err() {
-            self.wait_in_memory(waiting);
-        }
-        written
+        })
     }
 
     /// The history entries `query` selects, newest first, after writing those waiting.
@@ -436,26 +451,20 @@ impl Outbox {
         self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Takes the history waiting in memory, with the bounds to write it under.
-    fn take_waiting(&self) -> (Vec<Raised>, HistorySettings) {
+    /// Keeps `raised` in memory for the next write; returns how many entries wait now.
+    fn wait_in_memory(&self, mut raised: Vec<Raised>) -> usize {
         let mut buffer = self.history_buffer();
-        (std::mem::take(&mut buffer.waiting), buffer.settings)
+        buffer.waiting.append(&mut raised);
+        bound(&mut buffer.waiting);
+        buffer.waiting.len()
     }
 
-    /// Keeps `raised` in memory, before anything newer, for the next write; past
-    /// [`history::MAX_BUFFERED`] the oldest are dropped.
-    fn wait_in_memory(&self, mut raised: Vec<Raised>) {
-        if raised.is_empty() {
-            return;
-        }
+    /// Puts entries whose write failed back in front of those that came since.
+    fn put_back(&self, mut earlier: Vec<Raised>) {
         let mut buffer = self.history_buffer();
-        raised.append(&mut buffer.waiting);
-        let over = raised.len().saturating_sub(history::MAX_BUFFERED);
-        if over > 0 {
-            raised.drain(..over);
-            telemetry::history_dropped(over as u64);
-        }
-        buffer.waiting = raised;
+        earlier.append(&mut buffer.waiting);
+        bound(&mut earlier);
+        buffer.waiting = earlier;
     }
 
     /// The (auditID, stage) pairs of the batches stored within `window` before `now_ms`.
@@ -700,7 +709,7 @@ fn insert(
     db: &Database,
     deliveries: &[Delivery],
     processed: &Processed<'_>,
-    (raised, settings): (&[Raised], HistorySettings),
+    (raised, settings): (&[Encoded], HistorySettings),
     now_ms: i64,
 ) -> Result<Vec<u64>, OutboxError> {
     let txn = db.begin_write().store()?;
@@ -875,7 +884,9 @@ mod tests {
             cursor: Some(&quiet),
             ..Processed::default()
         };
-        outbox.enqueue_batch(&[], &processed, &[], 1).unwrap();
+        outbox
+            .enqueue_batch(&[], &processed, Vec::new(), 1)
+            .unwrap();
         assert_eq!(outbox.position(&source).unwrap(), Some(quiet.position));
         // A failed write moves neither the deliveries nor the position.
         let loud = cursor(200);
@@ -886,7 +897,7 @@ mod tests {
         switch.fail_writes();
         assert!(
             outbox
-                .enqueue_batch(&[delivery("x")], &processed, &[], 2)
+                .enqueue_batch(&[delivery("x")], &processed, Vec::new(), 2)
                 .is_err()
         );
         switch.heal();
@@ -895,7 +906,7 @@ mod tests {
         assert!(titles(&outbox).is_empty());
         eventually("the batch stored on a retry", || {
             outbox
-                .enqueue_batch(&[delivery("x")], &processed, &[], 3)
+                .enqueue_batch(&[delivery("x")], &processed, Vec::new(), 3)
                 .ok()
         });
         assert_eq!(outbox.position(&source).unwrap(), Some(loud.position));

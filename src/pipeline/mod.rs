@@ -239,7 +239,7 @@ impl Pipeline {
         &self,
         mut alerts: Vec<Alert>,
         now_ms: i64,
-        store: impl FnOnce(&Admission) -> Result<T, E>,
+        store: impl FnOnce(&mut Admission) -> Result<T, E>,
     ) -> Result<(Admission, T), E> {
         alerts.iter_mut().for_each(fill_keys);
         let (shared, asked) = self.shared_decisions(&alerts, now_ms);
@@ -276,7 +276,7 @@ impl Pipeline {
             out.outcomes.push((raised.alert.rule.clone(), outcome));
             out.raised.push(raised);
         }
-        let stored = match store(&out) {
+        let stored = match store(&mut out) {
             Ok(stored) => stored,
             Err(err) => {
                 undo.roll_back(&mut state);

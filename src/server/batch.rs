@@ -116,9 +116,12 @@ fn process(state: &AppState, input: &Input) -> Result<BatchReply, ApiError> {
         },
     };
     let stored = state.pipeline.transact(alerts, now_ms, |admission| {
-        state
-            .outbox
-            .enqueue_batch(&admission.deliveries, &processed, &admission.raised, now_ms)
+        state.outbox.enqueue_batch(
+            &admission.deliveries,
+            &processed,
+            std::mem::take(&mut admission.raised),
+            now_ms,
+        )
     });
     let admission = match stored {
         Ok((admission, _)) => admission,

@@ -317,7 +317,7 @@ fn stored_long_ago(outbox: &Outbox, title: &str, ago_ms: i64) {
         targets: vec!["slack".to_owned()],
     };
     outbox
-        .enqueue_batch(&[], &Processed::default(), &[raised], at)
+        .enqueue_batch(&[], &Processed::default(), vec![raised], at)
         .unwrap();
     outbox.flush_history(at).unwrap();
     let all = HistoryQuery {
