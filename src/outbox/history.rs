@@ -186,13 +186,16 @@ fn counted(table: &Table<'_, (i64, u64), &[u8]>, pruned: Pruned) -> Result<(), O
     Ok(())
 }
 
-/// Whether the oldest entry is past the retention time or the table past its size.
+/// Whether the oldest entry is past the retention time or the table past its size (and
+/// the entries gauge told the table's size).
 pub(super) fn needs_pruning(
     table: &impl ReadableTable<(i64, u64), &'static [u8]>,
     settings: HistorySettings,
     now_ms: i64,
 ) -> Result<bool, OutboxError> {
-    if table.len().store()? > settings.max_entries {
+    let len = table.len().store()?;
+    telemetry::history_entries(len);
+    if len > settings.max_entries {
         return Ok(true);
     }
     let oldest = table.first().store()?.map(|(key, _)| key.value().0);
