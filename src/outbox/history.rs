@@ -8,7 +8,7 @@
 //! flush, so it never scans the table. A batch that stores deliveries writes its history
 //! in the same transaction; a batch that stores nothing else (its alerts all deduplicated,
 //! silenced or folded) leaves its history in memory for the server's one-second flush (or
-//! writes what waits once [`FLUSH_AT`] entries do), so it costs no fsync of its own.
+//! its flush after a batch once [`FLUSH_AT`] entries wait), so it costs no fsync of its own.
 
 use std::time::Duration;
 
@@ -32,8 +32,8 @@ const PRUNE_SLACK: usize = 64;
 /// Entries pruned at most per background flush (one write transaction).
 const FLUSH_PRUNE_LIMIT: usize = 10_000;
 
-/// Entries waiting in memory at which a batch that stores nothing else writes them at
-/// once (one fsync for this many alerts) rather than leave them to the upkeep.
+/// Entries waiting in memory at which [`super::Outbox::flush_history_if_many`] writes
+/// them (one fsync for this many alerts) rather than leave them to the upkeep.
 pub const FLUSH_AT: usize = 1_000;
 
 /// Entries waiting in memory at most while the outbox cannot be written; past it the
@@ -343,10 +343,12 @@ mod tests {
         outbox
             .enqueue_batch(&[], &processed, first.to_vec(), 1)
             .unwrap();
+        assert!(!outbox.flush_history_if_many(1).unwrap());
         assert_eq!(outbox.buffered_history(), FLUSH_AT - 1);
         outbox
             .enqueue_batch(&[], &processed, last.to_vec(), 2)
             .unwrap();
+        assert!(outbox.flush_history_if_many(2).unwrap());
         assert_eq!(outbox.buffered_history(), 0, "written at once");
         let stored = outbox.with_db(Access::Read, |db| {
             let txn = db.begin_read().store()?;

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use health::Health;
 use health::{Gate, State};
 use history::{Encoded, bound};
-pub use history::{HistoryQuery, HistorySettings, Raised};
+pub use history::{FLUSH_AT, HistoryQuery, HistorySettings, Raised};
 
 use crate::clock::duration_ms;
 use crate::rules::Alert;
@@ -361,8 +361,8 @@ impl Outbox {
     /// Stores a batch's deliveries and, in the same transaction, the events it processed,
     /// its source's cursor and the history of its alerts (`raised`). A batch that stores
     /// nothing else writes nothing: its history waits in memory for
-    /// [`Outbox::flush_history`] (the server's upkeep, once a second), or is written at
-    /// once when [`history::FLUSH_AT`] entries wait. Returns the deliveries' ids.
+    /// [`Outbox::flush_history`] (the server's upkeep, once a second) or
+    /// [`Outbox::flush_history_if_many`]. Returns the deliveries' ids.
     pub fn enqueue_batch(
         &self,
         deliveries: &[Delivery],
@@ -371,13 +371,7 @@ impl Outbox {
         now_ms: i64,
     ) -> Result<Vec<u64>, OutboxError> {
         if deliveries.is_empty() && processed.cursor.is_none() {
-            if self.wait_in_memory(raised) >= history::FLUSH_AT {
-                // The history's own trouble: the batch needs nothing stored, so it is not
-                // refused for it; the entries wait on (the outbox logs a break itself).
-                if let Err(err) = self.flush_history(now_ms) {
-                    tracing::debug!(error = %err, "cannot write the alert history now");
-                }
-            }
+            self.wait_in_memory(raised);
             return Ok(Vec::new());
         }
         let settings = self.history_buffer().settings;
@@ -410,6 +404,16 @@ impl Outbox {
             self.put_back(waiting);
         }
         result
+    }
+
+    /// Writes the history waiting in memory when [`FLUSH_AT`] entries or more wait (a
+    /// flood of alerts that store nothing else); returns whether it wrote. The server
+    /// calls it after each batch, outside the pipeline's lock.
+    pub fn flush_history_if_many(&self, now_ms: i64) -> Result<bool, OutboxError> {
+        if self.buffered_history() < FLUSH_AT {
+            return Ok(false);
+        }
+        self.flush_history(now_ms).map(|()| true)
     }
 
     /// Stores `waiting` and prunes, in one transaction; none when there is nothing to do.
@@ -451,12 +455,11 @@ impl Outbox {
         self.history.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps `raised` in memory for the next write; returns how many entries wait now.
-    fn wait_in_memory(&self, mut raised: Vec<Raised>) -> usize {
+    /// Keeps `raised` in memory for the next write.
+    fn wait_in_memory(&self, mut raised: Vec<Raised>) {
         let mut buffer = self.history_buffer();
         buffer.waiting.append(&mut raised);
         bound(&mut buffer.waiting);
-        buffer.waiting.len()
     }
 
     /// Puts entries whose write failed back in front of those that came since.
