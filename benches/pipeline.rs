@@ -1,14 +1,15 @@
 //! Pipeline overhead per alert (silence, dedup, budget, routing) and the cost of the
-//! outbox's durable write (one fsync per batch) for batches of 1 and 50 deliveries.
+//! outbox's durable write (one fsync per batch) for batches of 1 and 50 deliveries, and
+//! of 50 deliveries with the history of 150 alerts (the 50 admitted, 100 deduplicated)
+//! written in the same transaction.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use klaxon::notify::{ConsoleFormat, Target, Targets};
-use klaxon::outbox::Delivery;
-use klaxon::outbox::Outbox;
+use klaxon::outbox::{Delivery, Outbox, Processed, Raised};
 use klaxon::pipeline::{Pipeline, PipelineSettings, RulePolicy};
 use klaxon::rules::{Alert, AlertContext};
 
@@ -72,6 +73,34 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(outbox.enqueue(&deliveries, 0).unwrap()))
         });
     }
+    let deliveries: Vec<Delivery> = (0..50)
+        .map(|i| Delivery {
+            target: "slack".to_owned(),
+            alert: alert(i),
+        })
+        .collect();
+    let raised: Vec<Raised> = (0..150)
+        .map(|i| Raised {
+            seq: 0,
+            raised_at_ms: 0,
+            alert: alert(i % 50),
+            outcome: if i < 50 { "admitted" } else { "deduplicated" }.to_owned(),
+            silenced_by: None,
+            duplicates: i / 50,
+            targets: vec!["slack".to_owned()],
+        })
+        .collect();
+    group.throughput(Throughput::Elements(50));
+    group.bench_function("enqueue_batch_of_50_with_history_of_150", |b| {
+        b.iter_batched(
+            || raised.clone(),
+            |raised| {
+                let stored = outbox.enqueue_batch(&deliveries, &Processed::default(), raised, 0);
+                black_box(stored.unwrap())
+            },
+            BatchSize::SmallInput,
+        )
+    });
     group.finish();
 }
 

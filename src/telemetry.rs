@@ -169,3 +169,20 @@ pub fn silences_active(count: usize) {
 pub fn silence_change(change: &'static str) {
     counter!("klaxon_silence_changes_total", "change" => change).increment(1);
 }
+
+/// Entries in the alert history.
+pub fn history_entries(entries: u64) {
+    gauge!("klaxon_history_entries").set(entries as f64);
+}
+
+/// History entries dropped by pruning, by reason (`retention` or `size`).
+pub fn history_pruned(reason: &'static str, entries: u64) {
+    if entries > 0 {
+        counter!("klaxon_history_pruned_total", "reason" => reason).increment(entries);
+    }
+}
+
+/// History entries dropped before they were written (the outbox unwritable too long).
+pub fn history_dropped(entries: u64) {
+    counter!("klaxon_history_dropped_total").increment(entries);
+}

@@ -15,7 +15,7 @@ use anyhow::{Context as _, bail};
 use clap::ValueEnum;
 
 use crate::audit::{self, Location};
-use crate::clock::parse_time_ms;
+use crate::clock::{format_time_ms, parse_time_ms};
 use crate::config::Config;
 use crate::notify::{self, ConsoleFormat, Target, Targets};
 use crate::pipeline::{Outcome, Replay, Report, TimedNotice};
@@ -183,7 +183,7 @@ fn print_notices(
             (None, Mode::Replay, Format::Human) => writeln!(
                 out,
                 "{} {} [{}] {}",
-                format_time(timed.at_ms),
+                format_time_ms(timed.at_ms),
                 notice.target,
                 notice.severity(),
                 notice.title()
@@ -191,16 +191,6 @@ fn print_notices(
         }
     }
     Ok(())
-}
-
-fn format_time(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// The targets as `serve` would use them, except that a `--target` that is not configured

@@ -5,11 +5,13 @@
 //! Calls `config`, `server`, `pipeline`, `notify`, `outbox`, `rules`, `audit`, `sources`
 //! (the `--follow` settings) and `clock`.
 
+mod alerts;
 mod bench_rules;
 mod check;
 mod dry_run;
 mod r#gen;
 mod outbox;
+mod remote;
 mod serve;
 mod silence;
 mod test;
@@ -83,6 +85,9 @@ enum Command {
     /// Silence alerts at runtime on a running klaxon (its admin API).
     #[command(subcommand)]
     Silence(silence::Command),
+    /// The alert history of a running klaxon (over its HTTP API).
+    #[command(subcommand)]
+    Alerts(alerts::Command),
     /// Generate files for the cluster side.
     #[command(subcommand)]
     Gen(r#gen::Command),
@@ -149,6 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test(ref args) => test::run(&load_config()?, args),
         Command::Outbox(ref command) => outbox::run(&load_config()?, command),
         Command::Silence(ref command) => silence::run(&load_config()?, command),
+        Command::Alerts(ref command) => alerts::run(&load_config()?, command),
         Command::Gen(ref command) => r#gen::run(&load_config()?, command),
         Command::BenchRules(ref args) => bench_rules::run(&load_config()?, args),
     }

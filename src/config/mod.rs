@@ -3,8 +3,8 @@
 //!
 //! Owns loading and validation, and the one loading sequence of config and scripts
 //! (`sources.rs`). Calls `server` (its settings types and the reload closure it builds),
-//! `pipeline`, `notify`, `rules`, `state`, `sources` (the followed files' settings),
-//! `clock` and `secret`, at load only.
+//! `pipeline`, `notify`, `outbox` (the history's settings), `rules`, `state`, `sources`
+//! (the followed files' settings), `clock` and `secret`, at load only.
 
 mod raw;
 mod sources;
@@ -20,14 +20,15 @@ use figment::Figment;
 use figment::providers::{Env, Serialized};
 
 pub use raw::{
-    RawAdmin, RawAuth, RawConfig, RawDelivery, RawEventDedup, RawFileSource, RawOutbox, RawRouting,
-    RawRulePolicy, RawScripts, RawServer, RawSilence, RawSources, RawState, RawTarget, RawTls,
-    StateBackend, TargetType,
+    RawAdmin, RawAuth, RawConfig, RawDelivery, RawEventDedup, RawFileSource, RawHistory, RawOutbox,
+    RawRouting, RawRulePolicy, RawScripts, RawServer, RawSilence, RawSources, RawState, RawTarget,
+    RawTls, StateBackend, TargetType,
 };
 pub use sources::{LoadError, Sources, rules};
 
 use crate::clock::parse_time_ms;
 use crate::notify::{DeliveryPolicy, Target, Targets};
+use crate::outbox::HistorySettings;
 use crate::pipeline::{PipelineSettings, RulePolicy, Silence};
 use crate::rules::{ScriptLimits, settings_problems};
 use crate::server::auth::AuthSettings;
@@ -599,6 +600,15 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         );
     }
     let admin = validate_admin(&s.admin, problem);
+    if raw.history.retention.is_zero() {
+        problem(
+            "history.retention",
+            "must be longer than 0s (e.g. \"7d\")".to_owned(),
+        );
+    }
+    if raw.history.max_entries == 0 {
+        problem("history.max_entries", "must be greater than 0".to_owned());
+    }
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     ServerSettings {
         tls,
@@ -625,6 +635,10 @@ fn validate_server(raw: &RawConfig, problem: &mut impl FnMut(&str, String)) -> S
         event_dedup_window: raw.event_dedup.window,
         event_dedup_max_entries: raw.event_dedup.max_entries,
         outbox_unhealthy_after: raw.outbox.unhealthy_after,
+        history: HistorySettings {
+            retention: raw.history.retention,
+            max_entries: raw.history.max_entries,
+        },
     }
 }
 

@@ -28,6 +28,8 @@ pub struct RawConfig {
     pub state: RawState,
     /// `[outbox]`.
     pub outbox: RawOutbox,
+    /// `[history]`: how long and how much alert history the outbox keeps.
+    pub history: RawHistory,
     /// `[sources]`: audit log files followed beside the webhook.
     pub sources: RawSources,
     /// `[delivery]`.
@@ -283,6 +285,27 @@ pub struct RawOutbox {
     pub silence_retention: Duration,
 }
 
+/// `[history]` as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHistory {
+    /// Alerts older than this are dropped from the history.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Most alerts kept in the history; past it the oldest are dropped.
+    pub max_entries: u64,
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        let defaults = crate::outbox::HistorySettings::default();
+        Self {
+            retention: defaults.retention,
+            max_entries: defaults.max_entries,
+        }
+    }
+}
+
 /// `[sources]` as written.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -528,6 +551,7 @@ impl Default for RawConfig {
             event_dedup: RawEventDedup::default(),
             state: RawState::default(),
             outbox: RawOutbox::default(),
+            history: RawHistory::default(),
             sources: RawSources::default(),
             delivery: RawDelivery::default(),
             routing: RawRouting::default(),

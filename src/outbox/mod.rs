@@ -8,11 +8,13 @@
 //! device) marks it broken; later operations close and reopen the file, with backoff
 //! (`health.rs`), and fail fast with [`OutboxError::Unavailable`] until that works.
 //! Followed files' positions are stored in the same transaction as the deliveries of the
-//! lines before them. The runtime silences are kept here too (opaque JSON by id). Calls
-//! `rules` (the `Alert` type), `sources` (the `Cursor` and `Position` it stores), `clock`
-//! and `telemetry` (reopens, health, sizes after a reopen).
+//! lines before them. The runtime silences are kept here too (opaque JSON by id), and the
+//! alert history (`history.rs`), written with the batches' deliveries. Calls `rules` (the
+//! `Alert` and `Severity` types), `sources` (the `Cursor` and `Position` it stores), `clock`
+//! and `telemetry` (reopens, health, sizes after a reopen, history size and pruning).
 
 mod health;
+mod history;
 #[doc(hidden)]
 pub mod testing;
 
@@ -30,6 +32,8 @@ use serde::{Deserialize, Serialize};
 
 pub use health::Health;
 use health::{Gate, State};
+use history::{Encoded, bound};
+pub use history::{FLUSH_AT, HistoryQuery, HistorySettings, Raised};
 
 use crate::clock::duration_ms;
 use crate::rules::Alert;
@@ -190,11 +194,19 @@ enum Access {
     Write,
 }
 
+/// The alert history's bounds and the entries waiting for the next write.
+#[derive(Debug, Default)]
+struct HistoryBuffer {
+    settings: HistorySettings,
+    waiting: Vec<Raised>,
+}
+
 /// The durable outbox.
 pub struct Outbox {
     /// `None` only between closing a broken database and a successful reopen.
     db: RwLock<Option<Database>>,
     state: Mutex<State>,
+    history: Mutex<HistoryBuffer>,
     open: Opener,
     path: PathBuf,
 }
@@ -229,6 +241,7 @@ impl Outbox {
         Ok(Self {
             db: RwLock::new(Some(db)),
             state: Mutex::new(State::default()),
+            history: Mutex::new(HistoryBuffer::default()),
             open,
             path,
         })
@@ -345,24 +358,119 @@ impl Outbox {
 
     /// Stores deliveries in one durable transaction (one fsync); returns their ids.
     pub fn enqueue(&self, deliveries: &[Delivery], now_ms: i64) -> Result<Vec<u64>, OutboxError> {
-        self.enqueue_batch(deliveries, &Processed::default(), now_ms)
+        self.enqueue_batch(deliveries, &Processed::default(), Vec::new(), now_ms)
     }
 
-    /// Stores a batch's deliveries and, in the same transaction, the events it processed
-    /// and its source's cursor (a batch that raises nothing writes nothing but its
-    /// cursor). Returns the deliveries' ids.
+    /// Stores a batch's deliveries and, in the same transaction, the events it processed,
+    /// its source's cursor and the history of its alerts (`raised`). A batch that stores
+    /// nothing else writes nothing: its history waits in memory for
+    /// [`Outbox::flush_history`] (the server's upkeep, once a second) or
+    /// [`Outbox::flush_history_if_many`]. Returns the deliveries' ids.
     pub fn enqueue_batch(
         &self,
         deliveries: &[Delivery],
         processed: &Processed<'_>,
+        raised: Vec<Raised>,
         now_ms: i64,
     ) -> Result<Vec<u64>, OutboxError> {
         if deliveries.is_empty() && processed.cursor.is_none() {
+            self.wait_in_memory(raised);
             return Ok(Vec::new());
         }
+        let settings = self.history_buffer().settings;
+        let raised = history::encode(&raised)?;
         self.with_db(Access::Write, |db| {
-            insert(db, deliveries, processed, now_ms)
+            insert(db, deliveries, processed, (&raised, settings), now_ms)
         })
+    }
+
+    /// Sets how long and how much history is kept.
+    pub fn set_history(&self, settings: HistorySettings) {
+        self.history_buffer().settings = settings;
+    }
+
+    /// How many history entries wait in memory for the next write.
+    pub fn buffered_history(&self) -> usize {
+        self.history_buffer().waiting.len()
+    }
+
+    /// Writes the history waiting in memory and prunes entries past the retention time
+    /// or the size bound (a bounded number per call); writes nothing when there is
+    /// nothing to do. The server calls it once a second.
+    pub fn flush_history(&self, now_ms: i64) -> Result<(), OutboxError> {
+        let (waiting, settings) = {
+            let mut buffer = self.history_buffer();
+            (std::mem::take(&mut buffer.waiting), buffer.settings)
+        };
+        let result = self.write_history(&waiting, settings, now_ms);
+        if result.is_err() {
+            self.put_back(waiting);
+        }
+        result
+    }
+
+    /// Writes the history waiting in memory when [`FLUSH_AT`] entries or more wait (a
+    /// flood of alerts that store nothing else); returns whether it wrote. The server
+    /// calls it after each batch, outside the pipeline's lock.
+    pub fn flush_history_if_many(&self, now_ms: i64) -> Result<bool, OutboxError> {
+        if self.buffered_history() < FLUSH_AT {
+            return Ok(false);
+        }
+        self.flush_history(now_ms).map(|()| true)
+    }
+
+    /// Stores `waiting` and prunes, in one transaction; none when there is nothing to do.
+    fn write_history(
+        &self,
+        waiting: &[Raised],
+        settings: HistorySettings,
+        now_ms: i64,
+    ) -> Result<(), OutboxError> {
+        let idle = waiting.is_empty()
+            && !self.with_db(Access::Read, |db| {
+                let txn = db.begin_read().store()?;
+                let table = txn.open_table(history::HISTORY).store()?;
+                history::needs_pruning(&table, settings, now_ms)
+            })?;
+        if idle {
+            return Ok(());
+        }
+        let encoded = history::encode(waiting)?;
+        self.with_db(Access::Write, |db| {
+            let txn = db.begin_write().store()?;
+            history::record(&txn, &encoded, settings, now_ms)?;
+            history::prune_in(&txn, settings, now_ms)?;
+            txn.commit().store()
+        })
+    }
+
+    /// The history entries `query` selects, newest first, after writing those waiting.
+    pub fn history(&self, query: &HistoryQuery, now_ms: i64) -> Result<Vec<Raised>, OutboxError> {
+        self.flush_history(now_ms)?;
+        self.with_db(Access::Read, |db| {
+            let txn = db.begin_read().store()?;
+            let table = txn.open_table(history::HISTORY).store()?;
+            history::select(&table, query)
+        })
+    }
+
+    fn history_buffer(&self) -> MutexGuard<'_, HistoryBuffer> {
+        self.history.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps `raised` in memory for the next write.
+    fn wait_in_memory(&self, mut raised: Vec<Raised>) {
+        let mut buffer = self.history_buffer();
+        buffer.waiting.append(&mut raised);
+        bound(&mut buffer.waiting);
+    }
+
+    /// Puts entries whose write failed back in front of those that came since.
+    fn put_back(&self, mut earlier: Vec<Raised>) {
+        let mut buffer = self.history_buffer();
+        earlier.append(&mut buffer.waiting);
+        bound(&mut earlier);
+        buffer.waiting = earlier;
     }
 
     /// The (auditID, stage) pairs of the batches stored within `window` before `now_ms`.
@@ -633,18 +741,22 @@ fn open_database(backend: impl StorageBackend) -> Result<Database, OutboxError> 
     txn.open_table(SEEN).store()?;
     txn.open_table(POSITIONS).store()?;
     txn.open_table(SILENCES).store()?;
+    txn.open_table(history::HISTORY).store()?;
     txn.commit().store()?;
     Ok(db)
 }
 
-/// Stores deliveries as new pending entries in one transaction; returns their ids.
+/// Stores deliveries as new pending entries in one transaction, with the batch's events,
+/// cursor and history; returns their ids.
 fn insert(
     db: &Database,
     deliveries: &[Delivery],
     processed: &Processed<'_>,
+    (raised, settings): (&[Encoded], HistorySettings),
     now_ms: i64,
 ) -> Result<Vec<u64>, OutboxError> {
     let txn = db.begin_write().store()?;
+    history::record(&txn, raised, settings, now_ms)?;
     if let Some(cursor) = processed.cursor {
         let position = serde_json::to_vec(&cursor.position)?;
         txn.open_table(POSITIONS)
@@ -815,7 +927,9 @@ mod tests {
             cursor: Some(&quiet),
             ..Processed::default()
         };
-        outbox.enqueue_batch(&[], &processed, 1).unwrap();
+        outbox
+            .enqueue_batch(&[], &processed, Vec::new(), 1)
+            .unwrap();
         assert_eq!(outbox.position(&source).unwrap(), Some(quiet.position));
         // A failed write moves neither the deliveries nor the position.
         let loud = cursor(200);
@@ -826,7 +940,7 @@ mod tests {
         switch.fail_writes();
         assert!(
             outbox
-                .enqueue_batch(&[delivery("x")], &processed, 2)
+                .enqueue_batch(&[delivery("x")], &processed, Vec::new(), 2)
                 .is_err()
         );
         switch.heal();
@@ -834,7 +948,9 @@ mod tests {
         assert_eq!(position, Some(quiet.position));
         assert!(titles(&outbox).is_empty());
         eventually("the batch stored on a retry", || {
-            outbox.enqueue_batch(&[delivery("x")], &processed, 3).ok()
+            outbox
+                .enqueue_batch(&[delivery("x")], &processed, Vec::new(), 3)
+                .ok()
         });
         assert_eq!(outbox.position(&source).unwrap(), Some(loud.position));
         assert_eq!(titles(&outbox), ["x"]);

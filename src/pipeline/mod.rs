@@ -2,13 +2,14 @@
 //! silence → dedup → per-rule budget → routing to concrete targets.
 //!
 //! Silences are the config file's `[[silences]]` and the runtime ones (`silence.rs`: made
-//! through the API, stored in the outbox, shared through Redis); a silenced alert records
-//! which silence held it ([`Admission::silenced_by`]).
+//! through the API, stored in the outbox, shared through Redis). Every alert leaves a
+//! history record ([`Admission::raised`]): its outcome, the silence that held it, its
+//! duplicate count and its targets.
 //!
 //! Clocked by the caller: `serve` passes the wall clock, `dry-run` and `replay` the event's
 //! time, so a replay shows the decisions that day would have produced. Owns the dedup and
 //! budget state (bounded; see [`MAX_DEDUP_KEYS`]). Calls `notify` (targets), `outbox` (the
-//! `Delivery` it produces), `rules` (types), `state` (`SharedDedup`), `clock` and `telemetry`.
+//! `Delivery` and `Raised` it produces), `rules` (types), `state` (`SharedDedup`), `clock` and `telemetry`.
 
 mod policy;
 mod replay;
@@ -25,7 +26,7 @@ pub use silence::{SilenceSet, SilenceStore};
 
 use crate::clock::duration_ms;
 use crate::notify::{Target, Targets};
-use crate::outbox::Delivery;
+use crate::outbox::{Delivery, Raised};
 use crate::rules::{Alert, Severity};
 use crate::state::{AdmissionKey, SharedDedup, Verdict};
 use crate::telemetry;
@@ -83,6 +84,13 @@ fn config_silence(settings: &PipelineSettings, alert: &Alert, now_ms: i64) -> Op
         .map(|i| format!("config:{i}"))
 }
 
+/// The duplicates this replica has counted in the incident of a deduplicated alert, this
+/// one included (at least 1: the shared store may know of a first one this replica missed).
+fn duplicates(state: &State, alert: &Alert) -> u64 {
+    let entry = state.dedup.get(&dedup_key(alert));
+    entry.map_or(1, |e| e.suppressed.max(1))
+}
+
 /// The dedup key of an alert: its rule and its (filled-in) dedup key.
 fn dedup_key(alert: &Alert) -> String {
     format!("{}\u{1f}{}", alert.rule, alert.dedup_key)
@@ -126,9 +134,8 @@ pub struct Admission {
     pub deliveries: Vec<Delivery>,
     /// One `(rule, outcome)` per input alert, in input order.
     pub outcomes: Vec<(String, Outcome)>,
-    /// Per input alert, in input order: the id of the silence that held it (outcome
-    /// `silenced`: a runtime silence's `s-…`, or `config:N` for the Nth `[[silences]]`).
-    pub silenced_by: Vec<Option<String>>,
+    /// The history of each input alert, in input order: the alert, its outcome and targets.
+    pub raised: Vec<Raised>,
 }
 
 #[derive(Clone)]
@@ -251,7 +258,7 @@ impl Pipeline {
         &self,
         mut alerts: Vec<Alert>,
         now_ms: i64,
-        store: impl FnOnce(&Admission) -> Result<T, E>,
+        store: impl FnOnce(&mut Admission) -> Result<T, E>,
     ) -> Result<(Admission, T), E> {
         alerts.iter_mut().for_each(fill_keys);
         let held: Vec<Option<String>> = alerts
@@ -264,7 +271,7 @@ impl Pipeline {
         let mut out = Admission {
             deliveries: self.due_digests_locked(&mut state, &mut undo, now_ms),
             outcomes: Vec::with_capacity(alerts.len()),
-            silenced_by: Vec::with_capacity(alerts.len()),
+            raised: Vec::with_capacity(alerts.len()),
         };
         for ((i, mut alert), held) in alerts.into_iter().enumerate().zip(held) {
             let shared = shared.as_ref().map(|decisions| decisions[i]);
@@ -272,14 +279,32 @@ impl Pipeline {
                 Some(_) => Outcome::Silenced,
                 None => self.decide(&mut state, &mut undo, &mut alert, shared, now_ms),
             };
-            if outcome == Outcome::Admitted {
-                let deliveries = self.route(&alert, now_ms);
-                out.deliveries.extend(deliveries);
+            let mut raised = Raised {
+                seq: 0,
+                raised_at_ms: now_ms,
+                alert,
+                outcome: outcome.as_str().to_owned(),
+                silenced_by: held,
+                duplicates: 0,
+                targets: Vec::new(),
+            };
+            match outcome {
+                Outcome::Admitted => {
+                    let deliveries = self.route(&raised.alert, now_ms);
+                    raised.targets = deliveries.iter().map(|d| d.target.clone()).collect();
+                    out.deliveries.extend(deliveries);
+                }
+                // Its rule's digest is routed like the alert itself.
+                Outcome::Folded => {
+                    raised.targets = self.concrete_targets(self.requested_targets(&raised.alert));
+                }
+                Outcome::Deduplicated => raised.duplicates = duplicates(&state, &raised.alert),
+                Outcome::Silenced => {}
             }
-            out.outcomes.push((alert.rule, outcome));
-            out.silenced_by.push(held);
+            out.outcomes.push((raised.alert.rule.clone(), outcome));
+            out.raised.push(raised);
         }
-        let stored = match store(&out) {
+        let stored = match store(&mut out) {
             Ok(stored) => stored,
             Err(err) => {
                 undo.roll_back(&mut state);

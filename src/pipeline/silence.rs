@@ -1106,7 +1106,11 @@ mod tests {
             alert("pod_created", "web"),
         ];
         let admission = pipeline.admit(alerts, 1_500);
-        let held: Vec<Option<&str>> = admission.silenced_by.iter().map(Option::as_deref).collect();
+        let held: Vec<Option<&str>> = admission
+            .raised
+            .iter()
+            .map(|r| r.silenced_by.as_deref())
+            .collect();
         assert_eq!(held, vec![Some("s-1"), Some("config:0"), None]);
         let outcomes: Vec<Outcome> = admission.outcomes.iter().map(|(_, o)| *o).collect();
         assert_eq!(

@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::auth::AuthSettings;
-use super::routes::authenticate_with;
+use super::guard::authenticate_with;
 use crate::pipeline::silence::SilenceError;
 
 /// The credentials the admin API takes: `[server.admin]` when it sets any, else the

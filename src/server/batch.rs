@@ -116,9 +116,12 @@ fn process(state: &AppState, input: &Input) -> Result<BatchReply, ApiError> {
         },
     };
     let stored = state.pipeline.transact(alerts, now_ms, |admission| {
-        state
-            .outbox
-            .enqueue_batch(&admission.deliveries, &processed, now_ms)
+        state.outbox.enqueue_batch(
+            &admission.deliveries,
+            &processed,
+            std::mem::take(&mut admission.raised),
+            now_ms,
+        )
     });
     let admission = match stored {
         Ok((admission, _)) => admission,
@@ -134,6 +137,12 @@ fn process(state: &AppState, input: &Input) -> Result<BatchReply, ApiError> {
     rules.commit_sightings(sightings);
     confirm_claims(state, &claimed);
     state.seen.record(keys);
+    // A flood of alerts that stored nothing else: its history is written now, outside the
+    // pipeline's lock. It is the history's own trouble if that fails: the batch is stored,
+    // and the entries wait for the upkeep (the outbox logs a break itself).
+    if let Err(err) = state.outbox.flush_history_if_many(now_ms) {
+        tracing::debug!(error = %err, "cannot write the alert history now");
+    }
     Ok(BatchReply {
         accepted,
         duplicates,

@@ -10,7 +10,8 @@
 //! `sources` from their stored positions; their chunks take the webhook's batch path and
 //! are stored with their positions; the same shutdown stops them. Serves the admin API
 //! (`/api/v1/silences`) behind `[server.admin]` (`admin.rs`, `silences.rs`) and keeps the
-//! runtime silences fresh from the other replicas on its one-second ticker. Takes its own settings
+//! runtime silences fresh from the other replicas on its one-second ticker. Serves the
+//! alert history (`history.rs`) and writes what waits of it once a second. Takes its own settings
 //! ([`ServeSettings`]) and a reload closure from its caller. Calls `pipeline`, `notify`,
 //! `outbox`, `rules`, `state`, `audit`, `sources`, `clock`, `secret` and `telemetry`.
 
@@ -19,6 +20,8 @@ pub mod auth;
 mod batch;
 mod error;
 mod filewatch;
+mod guard;
+mod history;
 pub mod listen;
 mod reload;
 mod routes;
@@ -152,6 +155,7 @@ impl Server {
         telemetry::prometheus();
         telemetry::outbox_healthy(outbox.health().is_healthy());
         let s = &settings.server;
+        outbox.set_history(s.history);
         let seen = remembered(&outbox, s.event_dedup_window, s.event_dedup_max_entries)?;
         let positions = stored_positions(&outbox, &settings.sources)?;
         let listener =
@@ -312,11 +316,12 @@ impl Server {
             let now_ms = wall_clock_ms();
             state
                 .pipeline
-                .store_due_digests(i64::MAX, |due| store(&state.outbox, due, now_ms))
+                .store_due_digests(i64::MAX, |due| store(&state.outbox, due, now_ms))?;
+            state.outbox.flush_history(now_ms)
         })
         .await;
         if let Ok(Err(err)) = flushed {
-            tracing::error!(error = %err, "cannot store pending budget digests at shutdown");
+            tracing::error!(error = %err, "cannot store pending budget digests or history at shutdown");
         }
         self.dispatcher.shutdown(self.drain_timeout).await;
         served.and(probed).map_err(std::io::Error::other)
@@ -387,7 +392,8 @@ async fn stopped(mut stopping: watch::Receiver<bool>) {
 }
 
 /// Once a second: updates the outbox gauges (which also lets a broken outbox reopen when
-/// its backoff has passed), then stores budget digests whose windows ended.
+/// its backoff has passed), then stores budget digests whose windows ended, then writes
+/// the alert history waiting in memory and prunes what is past its bounds.
 async fn ticker(state: Arc<AppState>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -421,7 +427,7 @@ fn upkeep(state: &AppState) -> Result<(), OutboxError> {
     if stored > 0 {
         state.waker.wake();
     }
-    Ok(())
+    state.outbox.flush_history(now_ms)
 }
 
 fn store(outbox: &Outbox, deliveries: &[Delivery], now_ms: i64) -> Result<(), OutboxError> {

@@ -7,7 +7,7 @@
 //! `/metrics` alone. A delivery from Amazon Data Firehose (it names itself in
 //! `X-Amz-Firehose-Request-Id`) is answered in the form Firehose expects.
 //!
-//! Calls `server::batch` for the work, `server::reload`, `outbox` (health), `clock` and
+//! Calls `server::guard` (credentials), `server::batch` for the work, `server::reload`, `outbox` (health), `clock` and
 //! `telemetry`.
 
 use std::future::poll_fn;
@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,15 +29,15 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::auth::{AuthSettings, Credentials};
 use super::error::with_retry_after;
-use super::listen::Peer;
+use super::guard::{authenticate_with, client_addr};
 use super::{ApiError, AppState, BatchReply, batch, reload};
 use crate::clock::wall_clock_ms;
 use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
-/// Ingest and reload behind auth; the admin API behind `[server.admin]`; probes and
+/// Ingest and reload behind auth; the admin API (silences, alert history) behind
+/// `[server.admin]`; probes and
 /// metrics open; `Retry-After` on every 429 and
 /// 503.
 pub(super) fn router(state: Arc<AppState>) -> Router {
@@ -51,6 +51,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
     probes(state.clone())
         .merge(protected)
         .merge(super::silences::routes(&state))
+        .merge(super::history::routes(&state))
         .layer(middleware::map_response_with_state(state, retry_after))
 }
 
@@ -287,15 +288,6 @@ async fn process(state: &Arc<AppState>, body: Bytes) -> Result<Json<BatchReply>,
     Ok(Json(reply))
 }
 
-/// The client's address: from the connection layer, or axum's connect info.
-fn client_addr(req: &Request) -> Option<SocketAddr> {
-    req.extensions().get::<Peer>().map(|p| p.addr).or_else(|| {
-        req.extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-    })
-}
-
 /// 401 with `WWW-Authenticate` unless the request carries credentials `[server.auth]`
 /// takes.
 async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
@@ -306,59 +298,8 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
     response
 }
 
-/// 401 with `WWW-Authenticate` unless the request carries credentials `auth` takes; the
-/// attempt is logged with the client's address, never with what it sent.
-pub(super) async fn authenticate_with(auth: &AuthSettings, req: Request, next: Next) -> Response {
-    let peer = req.extensions().get::<Peer>();
-    let subject = peer.and_then(|p| {
-        p.client_subject
-            .as_deref()
-            .map(|s| (s, p.client_cn.as_deref()))
-    });
-    let query_token = req.uri().query().and_then(|query| {
-        form_urlencoded::parse(query.as_bytes())
-            .find(|(name, _)| name == "token")
-            .map(|(_, value)| value.into_owned())
-    });
-    let given = Credentials {
-        authorization: req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .map(HeaderValue::as_bytes),
-        firehose_access_key: req
-            .headers()
-            .get(FIREHOSE_ACCESS_KEY)
-            .map(HeaderValue::as_bytes),
-        client_subject: subject,
-        query_token: query_token.as_deref().map(str::as_bytes),
-    };
-    match auth.check(given) {
-        Ok(()) => next.run(req).await,
-        Err(refusal) => {
-            let source = client_addr(&req).map_or("unknown".to_owned(), |a| a.to_string());
-            tracing::warn!(source = %source, reason = refusal.as_str(), path = %req.uri().path(), "request refused: authentication failed");
-            telemetry::auth_failure(refusal.as_str());
-            let mut response = (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({ "error": "authentication required" })),
-            )
-                .into_response();
-            for challenge in auth.challenges() {
-                response.headers_mut().append(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(challenge),
-                );
-            }
-            response
-        }
-    }
-}
-
 /// The header Amazon Data Firehose names each delivery with (the same on its retries).
 const FIREHOSE_REQUEST_ID: &str = "x-amz-firehose-request-id";
-
-/// The header Amazon Data Firehose sends its configured access key in.
-const FIREHOSE_ACCESS_KEY: &str = "x-amz-firehose-access-key";
 
 /// Most bytes of an error answer read back to become Firehose's `errorMessage`.
 const ERROR_BODY_LIMIT: usize = 64 << 10;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::auth::AuthSettings;
 use super::tls::TlsSettings;
 use crate::notify::{DeliveryPolicy, Targets};
+use crate::outbox::HistorySettings;
 use crate::pipeline::PipelineSettings;
 use crate::sources::FileSource;
 use crate::state::StateSettings;
@@ -71,4 +72,6 @@ pub struct ServerSettings {
     /// `[outbox] unhealthy_after`: how long the outbox may stay broken (I/O errors) before
     /// `/healthz` fails.
     pub outbox_unhealthy_after: Duration,
+    /// `[history]`: how long and how much alert history is kept.
+    pub history: HistorySettings,
 }

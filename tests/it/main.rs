@@ -28,6 +28,7 @@ mod follow;
 mod r#gen;
 mod gen_kubectl;
 mod gke;
+mod history;
 mod hostile_scripts;
 mod http_target;
 mod ingest;

@@ -186,6 +186,34 @@ async fn a_namespace_silence_holds_back_exactly_its_alerts_survives_a_restart_an
     );
     assert_eq!(post(&server, &[("c1", "shop")]).await, (1, 1));
     slack.wait_for(2).await;
+
+    // The history names the silence that held each alert.
+    let (status, history) =
+        send(admin(&server, reqwest::Method::GET, "/api/v1/alerts", None)).await;
+    assert_eq!(status, 200, "{history}");
+    let held: Vec<(&str, &str, &Value)> = history["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["title"].as_str().unwrap(),
+                a["outcome"].as_str().unwrap(),
+                &a["silenced_by"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        held,
+        vec![
+            ("shop c1", "admitted", &Value::Null),
+            ("shop b1", "silenced", &json!(id)),
+            ("shop a3", "silenced", &json!(id)),
+            ("web a2", "admitted", &Value::Null),
+            ("shop a1", "silenced", &json!(id)),
+        ],
+        "newest first, kept across the restart"
+    );
     server.shutdown().await;
     assert_eq!(titles(&slack), vec!["shop c1", "web a2"]);
 }
