@@ -9,7 +9,11 @@
 //! in the same transaction; a batch that stores nothing else (its alerts all deduplicated,
 //! silenced or folded) leaves its history in memory for the server's one-second flush (or
 //! its flush after a batch once [`FLUSH_AT`] entries wait), so it costs no fsync of its own.
+//! Duplicates of one incident that wait together become one entry with their count
+//! ([`Waiting`]): a flood of duplicates cannot push a week of history out.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use redb::{ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction};
@@ -40,14 +44,75 @@ pub const FLUSH_AT: usize = 1_000;
 /// oldest are dropped (and counted).
 const MAX_BUFFERED: usize = 10_000;
 
-/// Drops the oldest waiting entries past [`MAX_BUFFERED`], counting them.
-pub(super) fn bound(waiting: &mut Vec<Raised>) {
-    let over = waiting.len().saturating_sub(MAX_BUFFERED);
-    if over > 0 {
-        waiting.drain(..over);
-        telemetry::history_dropped(over as u64);
+/// History entries waiting to be written, a deduplicated alert's incident at most once:
+/// a later duplicate of the same incident (rule and dedup key) replaces the entry in
+/// place, carrying the incident's larger `duplicates` count and its later time. A flood
+/// of duplicates so costs one entry per incident per write, and cannot push the rest of
+/// the history out past `max_entries`.
+#[derive(Debug, Default)]
+pub(super) struct Waiting {
+    entries: Vec<Raised>,
+    /// Where each incident's deduplicated entry is in `entries`.
+    incidents: HashMap<String, usize>,
+}
+
+impl Waiting {
+    /// Entries waiting.
+    pub(super) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Adds `raised`, folding a deduplicated alert into its incident's waiting entry.
+    pub(super) fn extend(&mut self, raised: Vec<Raised>) {
+        for raised in raised {
+            self.push(raised);
+        }
+    }
+
+    fn push(&mut self, raised: Raised) {
+        if raised.outcome == DEDUPLICATED {
+            let incident = format!("{}\u{1f}{}", raised.alert.rule, raised.alert.dedup_key);
+            match self.incidents.entry(incident) {
+                Entry::Occupied(at) => {
+                    self.entries[*at.get()] = raised;
+                    return;
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(self.entries.len());
+                }
+            }
+        }
+        self.entries.push(raised);
+    }
+
+    /// Takes every waiting entry, oldest first.
+    pub(super) fn take(&mut self) -> Vec<Raised> {
+        self.incidents.clear();
+        std::mem::take(&mut self.entries)
+    }
+
+    /// Drops the oldest entries past [`MAX_BUFFERED`], counting them.
+    pub(super) fn bound(&mut self) {
+        let over = self.entries.len().saturating_sub(MAX_BUFFERED);
+        if over > 0 {
+            let kept = self.entries.split_off(over);
+            self.take();
+            self.extend(kept);
+            telemetry::history_dropped(over as u64);
+        }
     }
 }
+
+/// `raised` with each deduplicated incident's alerts folded into one entry (see
+/// [`Waiting`]).
+pub(super) fn coalesce(raised: Vec<Raised>) -> Vec<Raised> {
+    let mut waiting = Waiting::default();
+    waiting.extend(raised);
+    waiting.take()
+}
+
+/// The outcome whose alerts of one incident are folded together while they wait.
+const DEDUPLICATED: &str = "deduplicated";
 
 /// How long and how much history is kept (`[history]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,11 +144,12 @@ pub struct Raised {
     pub alert: Alert,
     /// `admitted`, `deduplicated`, `silenced` or `folded`.
     pub outcome: String,
-    /// The id of the runtime silence that held it back (`None` for a config-file silence
-    /// and for the other outcomes).
+    /// The silence that held it back: a runtime silence's id (`s-…`) or `config:N` for
+    /// the Nth `[[silences]]` of the config file; `None` for the other outcomes.
     pub silenced_by: Option<String>,
     /// For a deduplicated alert, the duplicates folded into its incident so far, this one
-    /// included; 0 for the other outcomes.
+    /// included (the entry stands for every duplicate of its incident raised since the
+    /// previous write, see [`Waiting`]); 0 for the other outcomes.
     pub duplicates: u64,
     /// The targets it was stored for (a folded alert: those its rule's digest goes to).
     pub targets: Vec<String>,
@@ -355,6 +421,56 @@ mod tests {
             txn.open_table(HISTORY).store()?.len().store()
         });
         assert_eq!(stored.unwrap(), FLUSH_AT as u64);
+    }
+
+    fn duplicate(key: &str, count: u64, at_ms: i64) -> Raised {
+        let mut dup = raised("r", &format!("{key} ×{count}"), at_ms);
+        dup.alert.dedup_key = key.to_owned();
+        dup.outcome = DEDUPLICATED.to_owned();
+        dup.duplicates = count;
+        dup
+    }
+
+    #[test]
+    fn duplicates_of_one_incident_that_wait_together_are_one_entry_with_the_latest_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = Outbox::open(dir.path()).unwrap();
+        let processed = super::super::Processed::default();
+        let mut first = raised("r", "first", 1);
+        first.alert.dedup_key = "a".to_owned();
+        let mut silenced = raised("r", "held", 2);
+        silenced.outcome = "silenced".to_owned();
+        let quiet = vec![
+            first,
+            duplicate("a", 1, 2),
+            silenced.clone(),
+            duplicate("b", 1, 3),
+            duplicate("a", 2, 3),
+            silenced,
+        ];
+        outbox.enqueue_batch(&[], &processed, quiet, 3).unwrap();
+        outbox
+            .enqueue_batch(&[], &processed, vec![duplicate("a", 3, 4)], 4)
+            .unwrap();
+        assert_eq!(outbox.buffered_history(), 5, "a's duplicates wait as one");
+        let delivery = super::super::Delivery {
+            target: "slack".to_owned(),
+            alert: Alert::new("r", "sent"),
+        };
+        // A batch that stores deliveries folds its own duplicates the same way.
+        let batch = vec![
+            duplicate("a", 4, 5),
+            duplicate("a", 5, 5),
+            raised("r", "sent", 5),
+        ];
+        outbox
+            .enqueue_batch(&[delivery], &processed, batch, 5)
+            .unwrap();
+        assert_eq!(
+            titles(&outbox, &all(20), 6),
+            ["sent", "a ×5", "a ×3", "b ×1", "held", "held", "first"],
+            "newest first: non-duplicates are never folded, other incidents stay apart"
+        );
     }
 
     #[test]

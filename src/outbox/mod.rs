@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use health::Health;
 use health::{Gate, State};
-use history::{Encoded, bound};
+use history::Encoded;
 pub use history::{FLUSH_AT, HistoryQuery, HistorySettings, Raised};
 
 use crate::clock::duration_ms;
@@ -198,7 +198,7 @@ enum Access {
 #[derive(Debug, Default)]
 struct HistoryBuffer {
     settings: HistorySettings,
-    waiting: Vec<Raised>,
+    waiting: history::Waiting,
 }
 
 /// The durable outbox.
@@ -378,7 +378,7 @@ impl Outbox {
             return Ok(Vec::new());
         }
         let settings = self.history_buffer().settings;
-        let raised = history::encode(&raised)?;
+        let raised = history::encode(&history::coalesce(raised))?;
         self.with_db(Access::Write, |db| {
             insert(db, deliveries, processed, (&raised, settings), now_ms)
         })
@@ -400,7 +400,7 @@ impl Outbox {
     pub fn flush_history(&self, now_ms: i64) -> Result<(), OutboxError> {
         let (waiting, settings) = {
             let mut buffer = self.history_buffer();
-            (std::mem::take(&mut buffer.waiting), buffer.settings)
+            (buffer.waiting.take(), buffer.settings)
         };
         let result = self.write_history(&waiting, settings, now_ms);
         if result.is_err() {
@@ -459,18 +459,19 @@ impl Outbox {
     }
 
     /// Keeps `raised` in memory for the next write.
-    fn wait_in_memory(&self, mut raised: Vec<Raised>) {
+    fn wait_in_memory(&self, raised: Vec<Raised>) {
         let mut buffer = self.history_buffer();
-        buffer.waiting.append(&mut raised);
-        bound(&mut buffer.waiting);
+        buffer.waiting.extend(raised);
+        buffer.waiting.bound();
     }
 
     /// Puts entries whose write failed back in front of those that came since.
-    fn put_back(&self, mut earlier: Vec<Raised>) {
+    fn put_back(&self, earlier: Vec<Raised>) {
         let mut buffer = self.history_buffer();
-        earlier.append(&mut buffer.waiting);
-        bound(&mut earlier);
-        buffer.waiting = earlier;
+        let since = buffer.waiting.take();
+        buffer.waiting.extend(earlier);
+        buffer.waiting.extend(since);
+        buffer.waiting.bound();
     }
 
     /// The (auditID, stage) pairs of the batches stored within `window` before `now_ms`.
