@@ -3,10 +3,12 @@
 //!
 //! Clocked by the caller: `serve` passes the wall clock, `dry-run` and `replay` the event's
 //! time, so a replay shows the decisions that day would have produced. Owns the dedup and
-//! budget state (bounded; see [`MAX_DEDUP_KEYS`]). Calls `notify` (targets), `outbox` (the
+//! budget state (bounded; see [`MAX_DEDUP_KEYS`]); `preview.rs` replays a few events for
+//! dry-run's `--target` and the console's playground. Calls `notify` (targets), `outbox` (the
 //! `Delivery` it produces), `rules` (types), `state` (`SharedDedup`), `clock` and `telemetry`.
 
 mod policy;
+pub mod preview;
 mod replay;
 
 use std::collections::HashMap;
@@ -211,6 +213,16 @@ impl Pipeline {
     /// Replaces routes, silences and policies (hot reload); dedup and budget state stay.
     pub fn set_settings(&self, settings: PipelineSettings) {
         self.settings.store(Arc::new(settings));
+    }
+
+    /// The routes, silences and policies in force (the console's playground replays them).
+    pub fn settings(&self) -> Arc<PipelineSettings> {
+        self.settings.load_full()
+    }
+
+    /// The targets alerts are routed to.
+    pub fn targets(&self) -> &Arc<Targets> {
+        &self.targets
     }
 
     /// Admits `alerts` at `now_ms` (milliseconds since the Unix epoch), after emitting any

@@ -14,11 +14,13 @@
 
 pub mod auth;
 mod batch;
+mod console;
 mod error;
 mod filewatch;
 pub mod listen;
 mod reload;
 mod routes;
+mod rule_stats;
 mod seen;
 mod settings;
 pub mod tls;
@@ -76,6 +78,10 @@ struct AppState {
     /// Batches whose outbox write failed with an I/O error: the file may hold them all
     /// the same; the next batch finds out, so that the apiserver's retry is skipped then.
     uncertain: Mutex<Vec<batch::Uncertain>>,
+    /// Per-rule counts since the start, for the console.
+    rule_stats: rule_stats::RuleStats,
+    /// Most alerts in one notice (the console's playground replays with it).
+    max_alerts_per_notice: usize,
 }
 
 /// Why the server could not start.
@@ -206,6 +212,8 @@ impl Server {
                 shared,
                 event_dedup_window: s.event_dedup_window,
                 uncertain: Mutex::new(Vec::new()),
+                rule_stats: rule_stats::RuleStats::default(),
+                max_alerts_per_notice: settings.delivery.max_alerts_per_notice,
             }),
             dispatcher,
             drain_timeout: settings.drain_timeout,

@@ -32,18 +32,19 @@ use tracing::Instrument;
 use super::auth::Credentials;
 use super::error::with_retry_after;
 use super::listen::Peer;
-use super::{ApiError, AppState, BatchReply, batch, reload};
+use super::{ApiError, AppState, BatchReply, batch, console, reload};
 use crate::clock::wall_clock_ms;
 use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
-/// Ingest and reload behind auth; probes and metrics open; `Retry-After` on every 429 and
+/// Ingest, reload and the console (`/ui/`, `/api/v1/…`) behind auth; probes and metrics open; `Retry-After` on every 429 and
 /// 503.
 pub(super) fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/", post(ingest))
         .route("/audit", post(ingest))
         .route("/-/reload", post(reload_now))
+        .merge(console::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .route_layer(middleware::from_fn(firehose_reply))
         .with_state(state.clone());
