@@ -195,7 +195,10 @@
         const bar = el('div', { class: 'bar' });
         bar.style.width = `${Math.max(1, (100 * n) / max)}%`;
         return [el('div', {}, rule), el('div', {}, bar), el('div', { class: 'num' }, n)];
-      })), (result.data.alerts || []).length >= limit ? el('p', { class: 'muted' }, `first ${limit} alerts only`) : null);
+      })));
+      if ((result.data.alerts || []).length >= limit) {
+        chart.append(el('p', { class: 'muted' }, `counted from the newest ${limit} alerts only`));
+      }
     }
   }
 
