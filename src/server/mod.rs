@@ -8,7 +8,8 @@
 //! Reloads scripts and pipeline settings on change. Optionally serves the probes and metrics
 //! on a second, plain-HTTP listener, stopped by the same shutdown. Starts the followers of
 //! `sources` from their stored positions; their chunks take the webhook's batch path and
-//! are stored with their positions; the same shutdown stops them. Takes its own settings
+//! are stored with their positions; the same shutdown stops them. Serves the web console at
+//! `/ui/` and its JSON API (`console.rs`) behind the same authentication. Takes its own settings
 //! ([`ServeSettings`]) and a reload closure from its caller. Calls `pipeline`, `notify`,
 //! `outbox`, `rules`, `state`, `audit`, `sources`, `clock`, `secret` and `telemetry`.
 
