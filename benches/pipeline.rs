@@ -88,6 +88,7 @@ fn bench(c: &mut Criterion) {
             silenced_by: None,
             duplicates: i / 50,
             targets: vec!["slack".to_owned()],
+            count: 1,
         })
         .collect();
     group.throughput(Throughput::Elements(50));

@@ -18,8 +18,9 @@ use crate::audit::{self, Location};
 use crate::clock::{format_time_ms, parse_time_ms};
 use crate::config::Config;
 use crate::notify::{self, ConsoleFormat, Target, Targets};
+use crate::pipeline::preview::{self, simulated_targets};
 use crate::pipeline::{Outcome, Replay, Report, TimedNotice};
-use crate::rules::{Alert, Ruleset};
+use crate::rules::Ruleset;
 
 /// Arguments shared by `dry-run` and `replay`.
 #[derive(Debug, clap::Args)]
@@ -112,7 +113,7 @@ pub(super) fn run(config: &Config, args: &Args, mode: Mode) -> anyhow::Result<Ex
                         format!(
                             "{} → {}\n{}",
                             position(file, &origin),
-                            destinations(&replay, &targets, a),
+                            preview::destinations(replay.pipeline(), &targets, a).join(", "),
                             notify::console_text(a, ConsoleFormat::Human)
                         )
                     })
@@ -173,10 +174,7 @@ fn print_notices(
         let notice = &timed.notice;
         match (render, mode, format) {
             (Some((name, target)), _, _) if notice.target == name => {
-                match notify::payload(target, notice) {
-                    Ok(text) => writeln!(out, "{text}")?,
-                    Err(err) => writeln!(out, "(cannot render: {err})")?,
-                }
+                writeln!(out, "{}", preview::render(target, notice))?;
             }
             (Some(_), _, _) | (None, Mode::DryRun, _) => {}
             (None, Mode::Replay, Format::Json) => writeln!(out, "{}", notice.payload())?,
@@ -191,33 +189,6 @@ fn print_notices(
         }
     }
     Ok(())
-}
-
-/// The targets as `serve` would use them, except that a `--target` that is not configured
-/// here (a fallback) is simulated as configured, so its payloads can be inspected.
-fn simulated_targets(targets: &Targets, shown: Option<&str>) -> Targets {
-    let mut out = targets.clone();
-    if let Some(name) = shown
-        && let Some(target @ Target::Fallback { .. }) = out.by_name.get_mut(name)
-    {
-        // Stands in for the real target: only its name and pacing matter to a replay.
-        *target = Target::Console(ConsoleFormat::Json);
-    }
-    out
-}
-
-/// Where an alert would go, naming fallbacks: `slack (not configured: console)`.
-fn destinations(replay: &Replay, targets: &Targets, alert: &Alert) -> String {
-    replay
-        .pipeline()
-        .requested_targets(alert)
-        .into_iter()
-        .map(|name| match targets.by_name.get(&name) {
-            Some(Target::Fallback { to, .. }) => format!("{name} (not configured: {to})"),
-            _ => name,
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn target_render<'a>(targets: &'a Targets, name: &str) -> anyhow::Result<&'a Target> {

@@ -74,7 +74,9 @@ impl Waiting {
             let incident = format!("{}\u{1f}{}", raised.alert.rule, raised.alert.dedup_key);
             match self.incidents.entry(incident) {
                 Entry::Occupied(at) => {
-                    self.entries[*at.get()] = raised;
+                    let entry = &mut self.entries[*at.get()];
+                    let count = entry.count + raised.count;
+                    *entry = Raised { count, ..raised };
                     return;
                 }
                 Entry::Vacant(slot) => {
@@ -153,6 +155,14 @@ pub struct Raised {
     pub duplicates: u64,
     /// The targets it was stored for (a folded alert: those its rule's digest goes to).
     pub targets: Vec<String>,
+    /// How many alerts the entry stands for: 1, or for a deduplicated one the duplicates
+    /// of its incident folded into it while they waited (see [`Waiting`]).
+    #[serde(default = "one")]
+    pub count: u64,
+}
+
+fn one() -> u64 {
+    1
 }
 
 /// Which entries a history query returns.
@@ -337,6 +347,7 @@ mod tests {
             outcome: "admitted".to_owned(),
             silenced_by: None,
             duplicates: 0,
+            count: 1,
             targets: vec!["slack".to_owned()],
         }
     }
@@ -470,6 +481,17 @@ mod tests {
             titles(&outbox, &all(20), 6),
             ["sent", "a ×5", "a ×3", "b ×1", "held", "held", "first"],
             "newest first: non-duplicates are never folded, other incidents stay apart"
+        );
+        let counts: Vec<u64> = outbox
+            .history(&all(20), 6)
+            .unwrap()
+            .iter()
+            .map(|r| r.count)
+            .collect();
+        assert_eq!(
+            counts,
+            [1, 2, 2, 1, 1, 1, 1],
+            "the alerts each entry stands for"
         );
     }
 

@@ -8,10 +8,12 @@
 //!
 //! Clocked by the caller: `serve` passes the wall clock, `dry-run` and `replay` the event's
 //! time, so a replay shows the decisions that day would have produced. Owns the dedup and
-//! budget state (bounded; see [`MAX_DEDUP_KEYS`]). Calls `notify` (targets), `outbox` (the
+//! budget state (bounded; see [`MAX_DEDUP_KEYS`]); `preview.rs` replays a few events for
+//! dry-run's `--target` and the console's playground. Calls `notify` (targets), `outbox` (the
 //! `Delivery` and `Raised` it produces), `rules` (types), `state` (`SharedDedup`), `clock` and `telemetry`.
 
 mod policy;
+pub mod preview;
 mod replay;
 pub mod silence;
 
@@ -241,6 +243,16 @@ impl Pipeline {
         self.settings.store(Arc::new(settings));
     }
 
+    /// The routes, silences and policies in force (the console's playground replays them).
+    pub fn settings(&self) -> Arc<PipelineSettings> {
+        self.settings.load_full()
+    }
+
+    /// The targets alerts are routed to.
+    pub fn targets(&self) -> &Arc<Targets> {
+        &self.targets
+    }
+
     /// Admits `alerts` at `now_ms` (milliseconds since the Unix epoch), after emitting any
     /// budget digest whose window has ended by then; the decisions take effect at once.
     pub fn admit(&self, alerts: Vec<Alert>, now_ms: i64) -> Admission {
@@ -286,6 +298,7 @@ impl Pipeline {
                 outcome: outcome.as_str().to_owned(),
                 silenced_by: held,
                 duplicates: 0,
+                count: 1,
                 targets: Vec::new(),
             };
             match outcome {

@@ -1,12 +1,12 @@
 //! One audit batch — a webhook body or a chunk of a followed file's lines: decode, skip
 //! what was already processed, evaluate, admit, store (with the file's position).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::rule_stats::{BatchStats, RuleStats};
 use super::{ApiError, AppState};
 use crate::audit::{self, DecodeError, Decoded, Event};
 use crate::clock::wall_clock_ms;
@@ -98,7 +98,7 @@ fn process(state: &AppState, input: &Input) -> Result<BatchReply, ApiError> {
     let events: Vec<Arc<Event>> = events.into_iter().map(Arc::new).collect();
     let now_ms = wall_clock_ms();
     let mut sightings = Staged::default();
-    let alerts = evaluate(&rules, &events, now_ms, &mut sightings);
+    let alerts = evaluate(&rules, &events, now_ms, &mut sightings, &state.rule_stats);
     let alert_count = alerts.len();
     // The batch is a transaction: what it changes (seen events, claims, dedup keys, budgets,
     // sightings) takes effect only once its deliveries are stored. The events are stored
@@ -221,17 +221,19 @@ fn as_pairs(claimed: &[(String, String)]) -> Vec<(&str, &str)> {
 }
 
 /// Runs the rules on every event (those the index admits) at `now_ms`, staging the stateful
-/// helpers' sightings in `sightings`; logs and counts script errors; records timings.
+/// helpers' sightings in `sightings`; logs and counts script errors; records timings (the
+/// metrics, and the console's per-rule counts in `stats`).
 fn evaluate(
     rules: &Ruleset,
     events: &[Arc<Event>],
     now_ms: i64,
     sightings: &mut Staged,
+    stats: &RuleStats,
 ) -> Vec<Alert> {
     let mut alerts = Vec::new();
     // Per rule: events it ran on (the index skips the others) and their total time.
     let mut runs: Vec<(usize, u64)> = vec![(0, 0); rules.rules().len()];
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut batch = BatchStats::default();
     for event in events {
         let evaluation =
             rules.evaluate_staged(event.clone(), now_ms, Selection::Indexed, sightings);
@@ -243,7 +245,9 @@ fn evaluate(
                 error = %err.message,
                 "script failed"
             );
-            *errors.entry(err.rule.clone()).or_default() += 1;
+            let stat = batch.rule(&err.rule);
+            stat.errors += 1;
+            stat.last_error = Some(format!("{}: {}", err.location, err.message));
         }
         for run in &evaluation.runs {
             let (events, total) = &mut runs[run.rule];
@@ -255,15 +259,22 @@ fn evaluate(
         }
         alerts.extend(evaluation.alerts);
     }
-    for (rule, n) in errors {
-        telemetry::rule_errors(&rule, n);
+    for (rule, stat) in batch.0.iter().filter(|(_, stat)| stat.errors > 0) {
+        telemetry::rule_errors(rule, stat.errors);
+    }
+    for alert in &alerts {
+        batch.rule(&alert.rule).alerts += 1;
     }
     for (rule, (events, total)) in rules.rules().iter().zip(runs) {
         if events > 0 {
             telemetry::rules_evaluated(rule.name(), events);
             telemetry::rule_evaluation_seconds(rule.name(), total as f64 / 1e9 / events as f64);
+            let stat = batch.rule(rule.name());
+            stat.runs += events as u64;
+            stat.nanos += total;
         }
     }
+    stats.record(batch);
     alerts
 }
 

@@ -123,6 +123,7 @@ struct Item<'a> {
     outcome: &'a str,
     silenced_by: Option<&'a str>,
     duplicates: u64,
+    count: u64,
     targets: &'a [String],
 }
 
@@ -174,6 +175,7 @@ impl<'a> From<&'a Raised> for Item<'a> {
             outcome: &raised.outcome,
             silenced_by: raised.silenced_by.as_deref(),
             duplicates: raised.duplicates,
+            count: raised.count,
             targets: &raised.targets,
         }
     }

@@ -11,13 +11,16 @@
 //! are stored with their positions; the same shutdown stops them. Serves the admin API
 //! (`/api/v1/silences`) behind `[server.admin]` (`admin.rs`, `silences.rs`) and keeps the
 //! runtime silences fresh from the other replicas on its one-second ticker. Serves the
-//! alert history (`history.rs`) and writes what waits of it once a second. Takes its own settings
+//! alert history (`history.rs`) and writes what waits of it once a second. Serves the web
+//! console at `/ui/` and its JSON API (`console.rs`) behind the same credentials as the
+//! admin API. Takes its own settings
 //! ([`ServeSettings`]) and a reload closure from its caller. Calls `pipeline`, `notify`,
 //! `outbox`, `rules`, `state`, `audit`, `sources`, `clock`, `secret` and `telemetry`.
 
 mod admin;
 pub mod auth;
 mod batch;
+mod console;
 mod error;
 mod filewatch;
 mod guard;
@@ -25,6 +28,7 @@ mod history;
 pub mod listen;
 mod reload;
 mod routes;
+mod rule_stats;
 mod seen;
 mod settings;
 mod silences;
@@ -87,6 +91,10 @@ struct AppState {
     /// Batches whose outbox write failed with an I/O error: the file may hold them all
     /// the same; the next batch finds out, so that the apiserver's retry is skipped then.
     uncertain: Mutex<Vec<batch::Uncertain>>,
+    /// Per-rule counts since the start, for the console.
+    rule_stats: rule_stats::RuleStats,
+    /// Most alerts in one notice (the console's playground replays with it).
+    max_alerts_per_notice: usize,
 }
 
 /// Why the server could not start.
@@ -234,6 +242,8 @@ impl Server {
                 shared,
                 event_dedup_window: s.event_dedup_window,
                 uncertain: Mutex::new(Vec::new()),
+                rule_stats: rule_stats::RuleStats::default(),
+                max_alerts_per_notice: settings.delivery.max_alerts_per_notice,
             }),
             dispatcher,
             drain_timeout: settings.drain_timeout,

@@ -36,8 +36,8 @@ use crate::clock::wall_clock_ms;
 use crate::outbox::{Health, OutboxError, Sizes};
 use crate::telemetry;
 
-/// Ingest and reload behind auth; the admin API (silences, alert history) behind
-/// `[server.admin]`; probes and
+/// Ingest and reload behind auth; the admin API (silences, alert history) and the web
+/// console behind `[server.admin]`; probes and
 /// metrics open; `Retry-After` on every 429 and
 /// 503.
 pub(super) fn router(state: Arc<AppState>) -> Router {
@@ -52,6 +52,7 @@ pub(super) fn router(state: Arc<AppState>) -> Router {
         .merge(protected)
         .merge(super::silences::routes(&state))
         .merge(super::history::routes(&state))
+        .merge(super::console::routes(&state))
         .layer(middleware::map_response_with_state(state, retry_after))
 }
 

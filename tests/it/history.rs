@@ -153,6 +153,15 @@ async fn every_alert_is_recorded_with_its_outcome_count_and_targets() {
         .map(|a| a["duplicates"].as_u64().unwrap())
         .collect();
     assert_eq!(duplicates, [0, 0, 0, 0, 2, 0]);
+    let counts: Vec<u64> = listed
+        .iter()
+        .map(|a| a["count"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        [1, 1, 1, 1, 2, 1],
+        "the alerts each entry stands for"
+    );
     let targets: Vec<&Value> = listed.iter().map(|a| &a["targets"]).collect();
     let slack_only = json!(["slack"]);
     let nowhere = json!([]);
@@ -199,6 +208,7 @@ async fn every_alert_is_recorded_with_its_outcome_count_and_targets() {
         "outcome",
         "silenced_by",
         "duplicates",
+        "count",
         "targets",
     ];
     expected_keys.sort_unstable();
@@ -323,6 +333,7 @@ fn stored_long_ago(outbox: &Outbox, title: &str, ago_ms: i64) {
         outcome: "admitted".to_owned(),
         silenced_by: None,
         duplicates: 0,
+        count: 1,
         targets: vec!["slack".to_owned()],
     };
     outbox

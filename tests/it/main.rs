@@ -12,6 +12,7 @@ mod architecture;
 mod audit_policy;
 mod bench_rules;
 mod cli;
+mod console;
 mod corpora;
 mod crash;
 mod decode;

@@ -4,6 +4,7 @@
 
 pub mod alerts;
 pub mod apiserver;
+pub mod browser;
 pub mod certs;
 pub mod klaxon;
 pub mod metrics;
