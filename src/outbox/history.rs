@@ -490,7 +490,7 @@ mod tests {
             .collect();
         assert_eq!(
             counts,
-            [1, 2, 2, 1, 1, 1, 1],
+            [1, 2, 3, 1, 1, 1, 1],
             "the alerts each entry stands for"
         );
     }
